@@ -1,0 +1,349 @@
+"""Run every available model on tiles and collect one structured result per tile.
+
+:class:`Predictor` loads each model with weights once. :meth:`Predictor.predict` scores
+one tile; :meth:`Predictor.predict_many` scores many, decoding files in worker threads
+while the models run, and batching the network inputs of several tiles together.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .errors import GastricVisionError, ImageError, TileWarning
+from .imaging import DEFAULT_LIMITS, ImageLimits, LoadedImage, load_image
+from .models import MODEL_SPECS
+from .preprocessing import ViewPlan, normalise, plan_views, to_float_tensor
+from .reconstruction import anomaly_percentile, l1_error_map, reconstruct
+from .weights import LoadedModel, load_all
+
+__all__ = ["ClassifierOutput", "Predictor", "ReconstructionOutput", "TileResult", "tile_checks"]
+
+logger = logging.getLogger(__name__)
+
+CLASSIFIER_KEYS = ("binary", "student", "tissue")
+
+
+@dataclass
+class ClassifierOutput:
+    """Calibrated class probabilities of one classifier for one tile.
+
+    Attributes:
+        model: Registry name.
+        label: Most probable class.
+        probabilities: Class name to probability, after temperature scaling.
+        temperature: The calibration temperature applied.
+        views: Number of crops averaged (see :mod:`gastricvision.preprocessing`).
+    """
+
+    model: str
+    label: str
+    probabilities: dict[str, float]
+    temperature: float
+    views: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "probabilities": self.probabilities, "temperature": self.temperature}
+
+
+@dataclass
+class ReconstructionOutput:
+    """Reconstruction error of one reconstruction model for one tile.
+
+    Attributes:
+        model: Registry name.
+        error: Mean absolute error in [0, 1] intensity units (the anomaly score).
+        percentile: Percentile of ``error`` among the training tiles, if recorded.
+    """
+
+    model: str
+    error: float
+    percentile: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.error, "percentile": self.percentile}
+
+
+@dataclass
+class TileResult:
+    """Everything the models say about one tile, or why the tile was rejected.
+
+    Attributes:
+        name: Path or upload name.
+        sha256: Digest of the encoded file (None when it could not be read).
+        width: Decoded width in pixels.
+        height: Decoded height in pixels.
+        binary: Normal vs Abnormal output, if the model is loaded.
+        student: Output of the distilled Normal vs Abnormal model, if loaded.
+        tissue: Tissue type output, if loaded.
+        reconstruction: Output per reconstruction model that is loaded.
+        warnings: Conditions found while decoding or scoring.
+        unavailable: Models requested but not loaded, with the reason.
+        error: Why the tile could not be scored (a bad file); None on success.
+    """
+
+    name: str
+    sha256: str | None = None
+    width: int = 0
+    height: int = 0
+    binary: ClassifierOutput | None = None
+    student: ClassifierOutput | None = None
+    tissue: ClassifierOutput | None = None
+    reconstruction: dict[str, ReconstructionOutput] = field(default_factory=dict)
+    warnings: list[TileWarning] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"path": self.name, "error": self.error}
+        data: dict[str, Any] = {"path": self.name, "sha256": self.sha256, "width": self.width, "height": self.height}
+        for key in CLASSIFIER_KEYS:
+            output = getattr(self, key)
+            data[key] = output.to_dict() if output else None
+        data["reconstruction"] = {name: out.to_dict() for name, out in self.reconstruction.items()}
+        data["warnings"] = [w.to_dict() for w in self.warnings]
+        data["unavailable"] = dict(self.unavailable)
+        return data
+
+
+def tile_checks(image: LoadedImage) -> list[TileWarning]:
+    """Cheap checks that flag a tile unlikely to be usable H&E tissue."""
+    array = image.array
+    notes: list[TileWarning] = []
+    small = array[:: max(1, array.shape[0] // 256), :: max(1, array.shape[1] // 256)].astype(np.int16)
+    brightness = small.mean(axis=2)
+    background = float((brightness > 220).mean())
+    if background > 0.8:
+        notes.append(
+            TileWarning(
+                "mostly_background",
+                f"{image.name}: {background:.0%} of the tile is near-white background; "
+                "the predictions are not meaningful for empty glass.",
+            )
+        )
+    saturation = small.max(axis=2) - small.min(axis=2)
+    if float(saturation.mean()) < 8 and background <= 0.8:
+        notes.append(
+            TileWarning(
+                "greyscale",
+                f"{image.name} has almost no colour; the models expect H&E-stained RGB tiles.",
+            )
+        )
+    return notes
+
+
+class Predictor:
+    """Score tiles with every model that has weights.
+
+    Args:
+        weights_dir: Folder with one sub-folder per model; defaults to
+            :func:`~gastricvision.weights.default_weights_dir`.
+        models: Registry names to load; defaults to all of them.
+        device: Torch device for the networks.
+        limits: Image size limits applied to every tile.
+        loaded: Already loaded models (skips reading ``weights_dir``).
+    """
+
+    def __init__(
+        self,
+        weights_dir: str | os.PathLike | None = None,
+        models: Sequence[str] | None = None,
+        *,
+        device: str | torch.device = "cpu",
+        limits: ImageLimits = DEFAULT_LIMITS,
+        loaded: dict[str, LoadedModel] | None = None,
+        unavailable: dict[str, str] | None = None,
+    ):
+        self.device = torch.device(device)
+        self.limits = limits
+        if loaded is None:
+            loaded, unavailable = load_all(weights_dir, list(models) if models else None, device=self.device)
+        self.models: dict[str, LoadedModel] = loaded
+        self.unavailable: dict[str, str] = dict(unavailable or {})
+        for model in self.models.values():
+            model.module.to(memory_format=torch.channels_last)
+
+    # ------------------------------------------------------------------ single tiles
+
+    def load(self, source, name: str | None = None) -> LoadedImage:
+        """Decode one tile with this predictor's limits."""
+        return load_image(source, name=name, limits=self.limits)
+
+    def predict(self, source, *, name: str | None = None) -> TileResult:
+        """Score one tile given as a path, bytes, file object or :class:`LoadedImage`.
+
+        A tile that cannot be decoded gives a result with ``error`` set instead of raising.
+        """
+        return next(iter(self.predict_many([source], names=[name] if name else None)))
+
+    def predict_image(self, image: LoadedImage) -> TileResult:
+        """Score one decoded tile."""
+        return self._score_batch([image])[0]
+
+    # ------------------------------------------------------------------ many tiles
+
+    def predict_many(
+        self,
+        sources: Iterable,
+        *,
+        names: Sequence[str] | None = None,
+        batch_tiles: int = 32,
+        workers: int = 2,
+        progress: Callable[[int], None] | None = None,
+    ) -> Iterator[TileResult]:
+        """Score tiles in order, decoding ahead in ``workers`` threads.
+
+        Args:
+            sources: Paths, bytes, file objects or :class:`LoadedImage` objects.
+            names: Display names, one per source (defaults to the paths).
+            batch_tiles: Tiles whose network inputs are batched together.
+            workers: Decoding threads (Pillow releases the GIL while decoding).
+            progress: Called with the number of tiles finished after each batch.
+
+        Yields:
+            One :class:`TileResult` per source, in input order; bad files give a result
+            with ``error`` set, and the others are still scored.
+        """
+        sources = list(sources)
+        names = list(names) if names else [None] * len(sources)
+
+        def decode(index: int) -> LoadedImage | TileResult:
+            source, name = sources[index], names[index]
+            if isinstance(source, LoadedImage):
+                return source
+            display = name or (str(source) if isinstance(source, (str, os.PathLike)) else "<upload>")
+            try:
+                return self.load(source, name=display)
+            except ImageError as exc:
+                logger.warning("Rejected %s: %s", display, exc)
+                return TileResult(name=display, error=str(exc))
+
+        done = 0
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
+            # map() decodes ahead of the consumer; the models run on this thread.
+            decoded = pool.map(decode, range(len(sources)))
+            pending: list[LoadedImage | TileResult] = []
+            for item in decoded:
+                pending.append(item)
+                if len(pending) >= batch_tiles:
+                    yield from self._finish(pending)
+                    done += len(pending)
+                    pending = []
+                    if progress:
+                        progress(done)
+            if pending:
+                yield from self._finish(pending)
+                done += len(pending)
+                if progress:
+                    progress(done)
+
+    def _finish(self, items: list[LoadedImage | TileResult]) -> list[TileResult]:
+        images = [item for item in items if isinstance(item, LoadedImage)]
+        scored = iter(self._score_batch(images)) if images else iter(())
+        return [next(scored) if isinstance(item, LoadedImage) else item for item in items]
+
+    # ------------------------------------------------------------------ scoring
+
+    def plan(self, image: LoadedImage, model: LoadedModel) -> ViewPlan:
+        """Network inputs of ``image`` for ``model`` (see :mod:`gastricvision.preprocessing`)."""
+        manifest = model.manifest
+        return plan_views(
+            image.array,
+            tile_size=manifest.tile_size,
+            input_size=manifest.input_size,
+            model_name=f"the {manifest.name} model",
+            name=image.name,
+        )
+
+    @torch.inference_mode()
+    def _score_batch(self, images: list[LoadedImage]) -> list[TileResult]:
+        results = [
+            TileResult(
+                name=image.name,
+                sha256=image.sha256,
+                width=image.width,
+                height=image.height,
+                warnings=list(image.warnings) + tile_checks(image),
+                unavailable=dict(self.unavailable),
+            )
+            for image in images
+        ]
+
+        for name, model in self.models.items():
+            plans = [self.plan(image, model) for image in images]
+            for result, plan in zip(results, plans):
+                _add_unique(result.warnings, plan.warnings)
+            counts = [len(plan.views) for plan in plans]
+            batch = to_float_tensor(np.concatenate([plan.views for plan in plans])).to(self.device)
+
+            if model.manifest.task == "reconstruction":
+                errors = self._reconstruction_errors(model, batch)
+                for result, per_view in zip(results, _split(errors, counts)):
+                    score = float(per_view.mean())
+                    result.reconstruction[name] = ReconstructionOutput(
+                        name, score, anomaly_percentile(score, model.manifest.anomaly_reference)
+                    )
+            else:
+                probabilities = self._probabilities(model, batch)
+                for result, per_view in zip(results, _split(probabilities, counts)):
+                    setattr(result, _result_field(model), _classifier_output(model, per_view.mean(dim=0), len(per_view)))
+        return results
+
+    def _forward_chunks(self, model: LoadedModel, batch: torch.Tensor, function, chunk: int = 64) -> torch.Tensor:
+        return torch.cat([function(model, batch[i : i + chunk]) for i in range(0, len(batch), chunk)])
+
+    def _probabilities(self, model: LoadedModel, batch: torch.Tensor) -> torch.Tensor:
+        manifest = model.manifest
+
+        def run(model: LoadedModel, part: torch.Tensor) -> torch.Tensor:
+            logits = model.module(normalise(part, manifest.mean, manifest.std))
+            return torch.softmax(logits.float() / manifest.temperature, dim=1)
+
+        return self._forward_chunks(model, batch, run)
+
+    def _reconstruction_errors(self, model: LoadedModel, batch: torch.Tensor) -> torch.Tensor:
+        def run(model: LoadedModel, part: torch.Tensor) -> torch.Tensor:
+            return l1_error_map(part, reconstruct(model.module, part)).mean(dim=(1, 2))
+
+        return self._forward_chunks(model, batch, run, chunk=16)
+
+
+def _result_field(model: LoadedModel) -> str:
+    if model.name in CLASSIFIER_KEYS:
+        return model.name
+    return "tissue" if model.manifest.task == "tissue" else "binary"
+
+
+def _classifier_output(model: LoadedModel, probabilities: torch.Tensor, views: int) -> ClassifierOutput:
+    classes = model.manifest.classes
+    values = [float(v) for v in probabilities.tolist()]
+    label = classes[int(np.argmax(values))]
+    return ClassifierOutput(
+        model=model.name,
+        label=label,
+        probabilities=dict(zip(classes, values)),
+        temperature=float(model.manifest.temperature),
+        views=views,
+    )
+
+
+def _split(tensor: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
+    return list(torch.split(tensor.cpu(), counts))
+
+
+def _add_unique(target: list[TileWarning], new: Iterable[TileWarning]) -> None:
+    for warning in new:
+        if warning not in target:
+            target.append(warning)
