@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 __all__ = [
     "ArchiveError",
     "DatasetError",
+    "DownloadError",
     "GastricVisionError",
     "ImageError",
     "ModelUnavailableError",
@@ -43,6 +44,10 @@ class ModelUnavailableError(WeightsError):
 
 class ArchiveError(GastricVisionError):
     """A zip or RAR archive that is corrupt, hostile or over the extraction limits."""
+
+
+class DownloadError(GastricVisionError):
+    """A dataset download that failed: no network, HTTP error, changed file list, bad MD5, full disk."""
 
 
 @dataclass(frozen=True)

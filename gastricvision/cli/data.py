@@ -1,14 +1,19 @@
-"""``gastricvision data``: check dataset folders and write splits."""
+"""``gastricvision data``: download datasets, check dataset folders and write splits."""
 
 from __future__ import annotations
 
 import json
+import sys
 
 from . import EXIT_BAD_INPUT, EXIT_OK
 
+# Keys of gastricvision.download.DATASET_SOURCES, repeated here so that building the
+# parser does not import requests.
+DOWNLOADABLE_DATASETS = ("gashissdb", "gchtid")
+
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("data", help="verify dataset folders and write splits")
+    parser = subparsers.add_parser("data", help="download datasets, verify dataset folders and write splits")
     commands = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     verify = commands.add_parser(
@@ -22,6 +27,26 @@ def register(subparsers) -> None:
     verify.add_argument("--check-files", action="store_true", help="also decode and hash every file (slow)")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(handler=run_verify)
+
+    download = commands.add_parser(
+        "download",
+        help="download GasHisSDB or GCHTID from figshare, extract and verify it",
+        description="Download the dataset's archive from figshare (resuming an interrupted "
+        "download), check its MD5, extract it into the --dest folder without letting any "
+        "member escape it, and compare the tile counts with the published totals. Exit "
+        "status 2 when the counts differ or files are unreadable.",
+    )
+    download.add_argument("dataset", choices=DOWNLOADABLE_DATASETS, metavar="DATASET", help="gashissdb or gchtid")
+    download.add_argument("--dest", required=True, metavar="DIR", help="folder for the archive and the extracted tiles")
+    download.add_argument(
+        "--api-url",
+        metavar="URL",
+        help="figshare API base URL (default: $GASTRICVISION_FIGSHARE_API or https://api.figshare.com/v2)",
+    )
+    download.add_argument("--retries", type=int, default=5, metavar="N", help="failed attempts in a row before giving up (default 5)")
+    download.add_argument("--remove-archive", action="store_true", help="delete the archive after a successful extraction")
+    download.add_argument("--check-files", action="store_true", help="also decode and hash every extracted file (slow)")
+    download.set_defaults(handler=run_download)
 
     split = commands.add_parser(
         "split",
@@ -53,6 +78,44 @@ def run_verify(args) -> int:
     else:
         print("\n".join(report.lines()))
     return EXIT_BAD_INPUT if report.unreadable else EXIT_OK
+
+
+def run_download(args) -> int:
+    from ..archives import format_size
+    from ..download import download_dataset, verify_download
+
+    result = download_dataset(args.dataset, args.dest, api_url=args.api_url, retries=args.retries)
+    title = result.source.title
+    if result.downloaded_bytes:
+        resumed = f", resumed at {format_size(result.resumed_from)}" if result.resumed_from else ""
+        checked = "MD5 checked" if result.md5 else "size checked (the article lists no MD5)"
+        print(f"{title}: downloaded {format_size(result.downloaded_bytes)}{resumed}; {checked}")
+
+    report = result.extract_report
+    if report is None:
+        print(f"{title}: already downloaded and extracted into {result.root}")
+    else:
+        print(f"{title}: extracted {len(report.files):,} files ({format_size(report.total_bytes)}) into {result.root}")
+        if report.skipped:
+            first = report.skipped[0]
+            print(f"  {len(report.skipped):,} archive members skipped, e.g. {first.name}: {first.reason}")
+
+    progress = None
+    if args.check_files:
+        from tqdm import tqdm
+
+        def progress(items):
+            return tqdm(items, desc="checking files", unit="file")
+
+    verification = verify_download(args.dataset, result.root, check_files=args.check_files, progress=progress)
+    print("\n".join(verification.lines()))
+    if verification.complete:
+        return EXIT_OK
+    print(
+        f"error: {result.root} does not match the published {title} totals; see the report above.",
+        file=sys.stderr,
+    )
+    return EXIT_BAD_INPUT
 
 
 def run_split(args) -> int:
