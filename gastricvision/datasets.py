@@ -62,8 +62,10 @@ logger = logging.getLogger(__name__)
 BINARY_CLASSES = ("Normal", "Abnormal")
 TISSUE_CLASSES = ("ADI", "DEB", "LYM", "MUC", "MUS", "NOR", "STR", "TUM")
 
-# Tile counts of the published downloads. GasHisSDB: Hu et al. 2022, Table 1 (the three
+# Tile counts of the published downloads. GasHisSDB: Hu et al. 2022 (the three
 # sub-databases sum to 245,196 tiles). GCHTID: Lou et al. 2025, 3,887 tiles per class.
+# NOTE: the 160 px figures are the ones quoted most widely; the 120 and 80 px splits
+# between Normal and Abnormal were not checked against the paper here.
 PUBLISHED_COUNTS: dict[tuple[str, int | None], dict[str, int]] = {
     ("gashissdb", 160): {"Normal": 20160, "Abnormal": 13124},
     ("gashissdb", 120): {"Normal": 40460, "Abnormal": 24801},
@@ -216,6 +218,8 @@ def _detect_layout(root: Path, size: int | None) -> _LayoutMatch:
 
     if _has_binary_classes(root):
         declared = _size_of_folder(root.name)
+        if size is not None and declared is not None and size != declared:
+            raise DatasetError(f"{root}: this is the {declared} px sub-database, not {size} px; drop --size or choose {declared}.")
         return _LayoutMatch("gashissdb", root, declared, (declared,) if declared else ())
 
     # GCHTID: HMU-GC-HE-30K/all_image/<CLASS>, entered at any level.

@@ -120,7 +120,7 @@ class ConvAutoencoder(nn.Module):
     poorly. Input sides must be multiples of 16.
     """
 
-    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), latent_channels: int = 64):
+    def __init__(self, widths: tuple[int, ...] = (24, 48, 96, 192), latent_channels: int = 64):
         super().__init__()
         layers: list[nn.Module] = []
         channels = 3
@@ -158,7 +158,7 @@ class UNet(nn.Module):
     multiples of 8.
     """
 
-    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), in_channels: int = 4):
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128), in_channels: int = 4):
         super().__init__()
         self.in_channels = in_channels
         self.down = nn.ModuleList()
