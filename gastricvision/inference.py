@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,22 +233,23 @@ class Predictor:
 
         done = 0
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
-            # map() decodes ahead of the consumer; the models run on this thread.
-            decoded = pool.map(decode, range(len(sources)))
+            # The threads decode the next batch while the models run on this thread. At
+            # most two batches are decoded ahead, so memory stays bounded on large folders.
+            window = 2 * batch_tiles
+            futures = deque(pool.submit(decode, i) for i in range(min(window, len(sources))))
+            next_index = len(futures)
             pending: list[LoadedImage | TileResult] = []
-            for item in decoded:
-                pending.append(item)
-                if len(pending) >= batch_tiles:
+            while futures:
+                pending.append(futures.popleft().result())
+                if next_index < len(sources):
+                    futures.append(pool.submit(decode, next_index))
+                    next_index += 1
+                if len(pending) >= batch_tiles or not futures:
                     yield from self._finish(pending)
                     done += len(pending)
                     pending = []
                     if progress:
                         progress(done)
-            if pending:
-                yield from self._finish(pending)
-                done += len(pending)
-                if progress:
-                    progress(done)
 
     def _finish(self, items: list[LoadedImage | TileResult]) -> list[TileResult]:
         images = [item for item in items if isinstance(item, LoadedImage)]
