@@ -11,28 +11,44 @@ Its error map therefore marks tissue that could not be predicted from its contex
 Errors are in intensity units of [0, 1] RGB. The tile-level anomaly score is the mean L1
 error; its percentile among the training tiles comes from the manifest's
 ``anomaly_reference`` (written by the trainer).
+
+:func:`reconstruction_maps` gives the reconstruction and error maps of one tile at the
+tile's own size, following the scale policy of :mod:`gastricvision.preprocessing`: a
+larger tile is reconstructed crop by crop at the training scale and stitched, a smaller
+one is enlarged first (with a ``scale_mismatch`` warning) and the maps are reduced back.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import TileWarning
+from .imaging import LoadedImage
+from .preprocessing import plan_views, stitch, to_float_tensor
+
+if TYPE_CHECKING:
+    from .weights import LoadedModel
+
 __all__ = [
     "MASK_PASSES",
     "PATCH",
     "ReconstructionMaps",
+    "UNUSUAL_PERCENTILE",
     "anomaly_percentile",
+    "error_overlay",
     "inference_masks",
     "l1_error_map",
     "mask_input",
     "random_masks",
     "reconstruct",
+    "reconstruction_maps",
     "reference_percentiles",
     "ssim_error_map",
 ]
@@ -43,6 +59,13 @@ PATCH = 16
 MASK_PASSES = 4
 MASK_FILL = 0.5
 
+# A tile whose anomaly score reaches this percentile of the training tiles is flagged as
+# unusual. Only one training tile in twenty scores that high.
+UNUSUAL_PERCENTILE = 95.0
+
+# Views reconstructed per forward pass. The U-Net runs MASK_PASSES inputs per view.
+RECONSTRUCTION_CHUNK = 16
+
 
 @dataclass
 class ReconstructionMaps:
@@ -52,8 +75,14 @@ class ReconstructionMaps:
         reconstruction: ``(H, W, 3)`` ``uint8`` RGB.
         l1_map: ``(H, W)`` mean absolute error over channels, in [0, 1].
         ssim_map: ``(H, W)`` structural dissimilarity ``(1 - SSIM) / 2``, in [0, 1].
-        score: Mean of ``l1_map`` (the anomaly score).
+        score: The anomaly score: mean L1 error of the network views, averaged over the
+            views, as the Predictor reports it. It can differ slightly from the mean of
+            ``l1_map``, which is resized to the tile and averages overlapping crops.
         percentile: Percentile of ``score`` among training tiles, if known.
+        unusual: True when ``percentile`` is at least :data:`UNUSUAL_PERCENTILE`.
+        model: Registry name of the model.
+        warnings: Scale changes, ``unusual_tile``, or ``no_anomaly_reference`` when the
+            manifest has no training scores to compare with.
     """
 
     reconstruction: np.ndarray
@@ -61,6 +90,9 @@ class ReconstructionMaps:
     ssim_map: np.ndarray
     score: float
     percentile: float | None
+    unusual: bool = False
+    model: str = ""
+    warnings: list[TileWarning] = field(default_factory=list)
 
 
 def inference_masks(size: int, patch: int = PATCH) -> torch.Tensor:
@@ -157,3 +189,126 @@ def anomaly_percentile(score: float, reference: dict | None) -> float | None:
         return None
     sample = np.asarray(reference["sample"], dtype=np.float64)
     return float(np.searchsorted(sample, score, side="right") / sample.size * 100.0)
+
+
+def reconstruction_maps(model: LoadedModel, image: np.ndarray | LoadedImage) -> ReconstructionMaps:
+    """Reconstruct one tile and map its errors, at the tile's own size.
+
+    Args:
+        model: A loaded autoencoder or U-Net.
+        image: ``(H, W, 3)`` ``uint8`` RGB array, or a decoded tile.
+
+    The network runs without gradients in eval mode, and its train/eval flags are
+    restored afterwards.
+
+    Raises:
+        ValueError: ``model`` is a classifier, or ``image`` is not RGB uint8.
+    """
+    manifest = model.manifest
+    if manifest.task != "reconstruction":
+        raise ValueError(
+            f"{model.name} is a {manifest.task} classifier, not a reconstruction model; use "
+            "gastricvision.explain.compute_cam for its class activation maps."
+        )
+    array, name = _rgb_array(image)
+    plan = plan_views(
+        array,
+        tile_size=manifest.tile_size,
+        input_size=manifest.input_size,
+        model_name=f"the {manifest.name} model",
+        name=name,
+    )
+
+    module = model.module
+    parameter = next(module.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    images = to_float_tensor(plan.views).to(device)
+    modes = [(submodule, submodule.training) for submodule in module.modules()]
+    try:
+        module.eval()
+        with torch.no_grad():
+            reconstructions = torch.cat(
+                [
+                    reconstruct(module, images[start : start + RECONSTRUCTION_CHUNK])
+                    for start in range(0, len(images), RECONSTRUCTION_CHUNK)
+                ]
+            )
+            l1 = l1_error_map(images, reconstructions)
+            ssim = ssim_error_map(images, reconstructions)
+    finally:
+        for submodule, training in modes:
+            submodule.training = training
+
+    size = array.shape[:2]
+    reconstruction = stitch(reconstructions.cpu(), plan, size).transpose(1, 2, 0)
+    score = float(l1.mean(dim=(1, 2)).mean())
+    percentile = anomaly_percentile(score, manifest.anomaly_reference)
+    unusual = percentile is not None and percentile >= UNUSUAL_PERCENTILE
+
+    notes = list(plan.warnings)
+    if percentile is None:
+        notes.append(
+            TileWarning(
+                "no_anomaly_reference",
+                f"The {manifest.name} model's manifest has no anomaly scores of training "
+                "tiles, so this tile's score cannot be ranked against them.",
+            )
+        )
+    elif unusual:
+        notes.append(
+            TileWarning(
+                "unusual_tile",
+                f"{name} reconstructs worse than {percentile:.0f} % of the {manifest.name} "
+                "model's training tiles; it may show tissue, staining or artefacts unlike "
+                "the training data.",
+            )
+        )
+    return ReconstructionMaps(
+        reconstruction=np.clip(np.round(reconstruction * 255), 0, 255).astype(np.uint8),
+        l1_map=np.clip(stitch(l1.cpu(), plan, size), 0, 1).astype(np.float32),
+        ssim_map=np.clip(stitch(ssim.cpu(), plan, size), 0, 1).astype(np.float32),
+        score=score,
+        percentile=percentile,
+        unusual=unusual,
+        model=manifest.name,
+        warnings=notes,
+    )
+
+
+def error_overlay(
+    image: np.ndarray,
+    error_map: np.ndarray,
+    *,
+    vmax: float | None = None,
+    colormap: str = "inferno",
+    opacity: float = 0.6,
+) -> np.ndarray:
+    """Colour an error map over its tile, as ``(H, W, 3)`` ``uint8`` RGB.
+
+    Args:
+        image: The tile, ``(H, W, 3)`` ``uint8`` RGB.
+        error_map: ``(H, W)`` error in [0, 1] intensity units.
+        vmax: Error shown at the top of the colormap. None uses the map's own maximum,
+            which shows where the errors are but not how large they are. To compare
+            tiles with each other, pass one value for all (a training percentile, say).
+        colormap: One of :data:`gastricvision.explain.COLORMAPS`.
+        opacity: Weight of the colour, from 0 to 1.
+    """
+    from .explain import overlay
+
+    error_map = np.asarray(error_map, dtype=np.float32)
+    top = float(error_map.max()) if vmax is None else float(vmax)
+    scaled = error_map / top if top > 0 else np.zeros_like(error_map)
+    return overlay(image, scaled, colormap=colormap, opacity=opacity)
+
+
+def _rgb_array(image: np.ndarray | LoadedImage) -> tuple[np.ndarray, str]:
+    if isinstance(image, LoadedImage):
+        return image.array, image.name
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(
+            f"Expected an (H, W, 3) uint8 RGB array, got shape {array.shape} and dtype "
+            f"{array.dtype}; decode files with gastricvision.imaging.load_image."
+        )
+    return array, "the tile"
