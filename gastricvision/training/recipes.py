@@ -418,9 +418,9 @@ def finish_export(export_dir: Path, crops: dict, args, *, half: bool) -> dict:
         half_metrics = _measure(halved, crops)
         if _same_predictions(metrics, half_metrics):
             loaded, metrics = halved, half_metrics
-            logger.info("Stored float16 weights: test predictions unchanged")
+            logger.info("Stored float16 weights: they cost no test accuracy")
         else:
-            logger.warning("Keeping float32 weights: float16 changed test predictions")
+            logger.warning("Keeping float32 weights: float16 lowered test accuracy or AUROC")
             save_model(loaded.module, export_dir, loaded.manifest, half=False)
             loaded = load_model(export_dir)
 
