@@ -79,7 +79,9 @@ def test_make_quiz_real_dataset(shared_data):
 def answered_quiz():
     quiz = make_quiz(records_of({"Normal": 2, "Abnormal": 2}), ["Normal", "Abnormal"], 4, seed=1)
     for number, item in enumerate(quiz.items, start=1):
-        student = item.truth if number != 2 else ("Normal" if item.truth == "Abnormal" else "Abnormal")
+        student = item.truth
+        if number == 2:
+            student = "Normal" if item.truth == "Abnormal" else "Abnormal"
         model = item.truth if number in (1, 2) else None
         quiz.answer(number, student, model_answer=model, model_probability=0.9 if model else None, seconds=2.0 * number)
     return quiz

@@ -1,0 +1,53 @@
+"""Per-tile results, cached by content so that reruns and display controls cost nothing.
+
+Every function takes the tile's sha256 and the weights' sha256 (or the weights
+signature) as cache keys. The image and the model are passed with a leading underscore,
+so ``st.cache_data`` leaves them out of the key. Moving a display-only control (opacity,
+colour map) therefore reuses the stored map instead of recomputing it.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from gastricvision import explain, reconstruction
+from gastricvision.imaging import LoadedImage, load_image
+from gastricvision.inference import TileResult
+
+from .resources import MODEL_LOCK, ModelSet
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def decode_upload(data: bytes, name: str) -> LoadedImage:
+    """Decode uploaded bytes (raises ImageError with the file name and the fix)."""
+    return load_image(data, name=name)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def decode_file(path: str, size: int, mtime_ns: int, name: str) -> LoadedImage:
+    """Decode a dataset file; ``size`` and ``mtime_ns`` make a changed file a new entry."""
+    return load_image(path, name=name)
+
+
+@st.cache_data(max_entries=512, show_spinner="Scoring the tile ...")
+def predict(weights_signature: str, sha256: str, name: str, _models: ModelSet, _image: LoadedImage) -> TileResult:
+    with MODEL_LOCK:
+        return _models.predictor.predict_image(_image)
+
+
+@st.cache_data(max_entries=128, show_spinner="Reconstructing the tile ...")
+def reconstruct(model_sha256: str, sha256: str, _models: ModelSet, name: str, _image: LoadedImage):
+    with MODEL_LOCK:
+        return reconstruction.reconstruction_maps(_models.loaded[name], _image)
+
+
+@st.cache_data(max_entries=256, show_spinner="Computing the class activation map ...")
+def cam(model_sha256: str, sha256: str, method: str, target: str | None, _models: ModelSet, name: str, _image: LoadedImage):
+    with MODEL_LOCK:
+        return explain.compute_cam(_models.loaded[name], _image, method=method, target=target)
+
+
+@st.cache_data(max_entries=64, show_spinner="Running the randomisation check ...")
+def randomisation(model_sha256: str, sha256: str, method: str, target: str | None, _models: ModelSet, name: str, _image: LoadedImage):
+    with MODEL_LOCK:
+        return explain.randomisation_check(_models.loaded[name], _image, method=method, target=target)
