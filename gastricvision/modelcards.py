@@ -13,13 +13,22 @@ tissue.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .models import MODEL_SPECS
 from .weights import Manifest
 
-__all__ = ["ModelCard", "is_stand_in", "model_card", "training_data_note", "uses_task_datasets"]
+__all__ = [
+    "ModelCard",
+    "is_stand_in",
+    "model_card",
+    "training_data_note",
+    "training_folder_overlap",
+    "uses_task_datasets",
+]
 
 # Folder-name fragments of the datasets the project's tasks are defined on.
 TASK_DATASET_MARKERS = ("gashissdb", "gchtid", "hmu-gc-he-30k")
@@ -68,6 +77,32 @@ def is_stand_in(manifest: Manifest) -> bool:
     training = manifest.training or {}
     note = str(training.get("data_note") or "").lower()
     return not uses_task_datasets(training) or "stand-in" in note or "stand in" in note
+
+
+def training_folder_overlap(
+    manifest: Manifest, folder: str | os.PathLike, *, base: str | os.PathLike | None = None
+) -> str | None:
+    """Return the training data root that ``folder`` shares tiles with, or None.
+
+    ``folder`` shares tiles with a root when it is that root, lies inside it or contains
+    it. Relative roots are resolved against ``base`` (default: the working directory).
+
+    NOTE: the manifest records roots as the trainer gave them; a relative root is only
+    right when ``base`` is the folder the trainer ran in (the repository root for the
+    shipped weights and for ``make app``).
+    """
+    training = manifest.training or {}
+    roots = training.get("data_roots") or []
+    target = Path(os.path.realpath(folder))
+    base_path = Path(base) if base is not None else Path.cwd()
+    for root in roots:
+        candidate = Path(str(root)).expanduser()
+        if not candidate.is_absolute():
+            candidate = base_path / candidate
+        resolved = Path(os.path.realpath(candidate))
+        if resolved == target or resolved in target.parents or target in resolved.parents:
+            return str(root)
+    return None
 
 
 @dataclass

@@ -269,6 +269,7 @@ class PanelImage:
 PANEL_WIDTH = 1280
 MARGIN = 24
 THUMB = 200
+SECTION_GAP = 16
 TEXT = (30, 30, 30)
 MUTED = (110, 110, 110)
 BAR = (70, 110, 180)
@@ -357,7 +358,7 @@ def compose_panel(
     height = (
         MARGIN * 2 + 40 + 300
         + sum(34 + rows * (THUMB + 64) for rows in rows_per_section)
-        + (30 + 18 * len(warning_lines) if warning_lines else 0)
+        + (SECTION_GAP + 30 + 18 * len(warning_lines) if warning_lines else 0)
         + 30
     )
     panel = Image.new("RGB", (PANEL_WIDTH, height), "white")
@@ -395,6 +396,7 @@ def compose_panel(
         top += rows * (THUMB + 64)
 
     if warning_lines:
+        top += SECTION_GAP
         draw.text((MARGIN, top), "Warnings", fill=WARN, font=_font(18))
         top += 30
         for line in warning_lines:

@@ -17,7 +17,7 @@ from gastricvision.browsing import configured_roots, resolve_inside, subfolders
 from gastricvision.datasets import TileRecord, open_dataset
 from gastricvision.errors import DatasetError, GastricVisionError, WeightsError
 from gastricvision.inference import Predictor
-from gastricvision.modelcards import is_stand_in, model_card, training_data_note
+from gastricvision.modelcards import is_stand_in, model_card, training_data_note, training_folder_overlap
 from gastricvision.review import (
     PanelImage,
     UncertainBand,
@@ -457,3 +457,20 @@ def test_model_card_unavailable():
     assert not card.available
     assert card.reason == "weights/unet: no manifest.json"
     assert "U-Net" in card.description
+
+
+def test_training_folder_overlap(random_weights, tmp_path):
+    manifest = read_manifest(random_weights / "binary")
+    data = tmp_path / "data"
+    (data / "gashissdb" / "160").mkdir(parents=True)
+    (data / "other").mkdir()
+    manifest.training = {"data_roots": ["data/gashissdb"]}
+    assert training_folder_overlap(manifest, data / "gashissdb", base=tmp_path) == "data/gashissdb"
+    assert training_folder_overlap(manifest, data / "gashissdb" / "160", base=tmp_path) == "data/gashissdb"
+    assert training_folder_overlap(manifest, data, base=tmp_path) == "data/gashissdb"
+    assert training_folder_overlap(manifest, data / "other", base=tmp_path) is None
+
+
+def test_training_folder_overlap_without_roots(random_weights, tmp_path):
+    manifest = read_manifest(random_weights / "binary")
+    assert training_folder_overlap(manifest, tmp_path) is None

@@ -30,7 +30,7 @@ APP = REPO / "app" / "Home.py"
 RUN_TIMEOUT = 600
 
 
-def write_example_metrics(folder: Path, name: str = "binary", seed: int = 0) -> None:
+def write_example_metrics(folder: Path, name: str = "binary", seed: int = 0, data_roots: list[str] = ()) -> None:
     """Fill a classifier manifest's metrics with a report of synthetic predictions.
 
     The numbers come from gastricvision.metrics on random probabilities, so the Models
@@ -49,18 +49,23 @@ def write_example_metrics(folder: Path, name: str = "binary", seed: int = 0) -> 
         **manifest.training,
         "data_note": "Stand-in data, not GasHisSDB or GCHTID: synthetic metrics for tests.",
         "command": f"gastricvision train {name} --data tests",
+        "data_roots": list(data_roots),
     }
     write_manifest(manifest, folder / name)
 
 
 @pytest.fixture(scope="module")
-def partial_weights(tmp_path_factory) -> Path:
-    """Random weights of the binary and U-Net models only, with metrics for binary."""
+def partial_weights(tmp_path_factory, shared_data) -> Path:
+    """Random weights of the binary and U-Net models only, with metrics for binary.
+
+    The binary manifest names the GasHisSDB test tiles as training data, so pages that
+    open that folder warn that it overlaps the training data.
+    """
     from tests.helpers import save_random_weights
 
     folder = tmp_path_factory.mktemp("partial-weights")
     save_random_weights(folder, names=["binary", "unet"])
-    write_example_metrics(folder)
+    write_example_metrics(folder, data_roots=[str(shared_data / "gashissdb")])
     return folder
 
 
@@ -262,6 +267,7 @@ def test_gallery_scores_filters_and_caches(app_env, partial_weights):
     assert_clean(at)
     assert metric(at, "Tiles scored") == "16"
     assert metric(at, "From the cache") == "0"
+    assert any("shares tiles with the binary model's training data" in w.value for w in at.warning)
 
     cells = at.selectbox(key="gallery_cell").options
     assert cells[0] == "all cells"

@@ -198,6 +198,19 @@ def test_pages_in_chromium(page, app_env, gashissdb_tile, screenshot_dir):
     tissue_label = expected["tissue"]["label"]
     assert page.get_by_text(f"Most probable: {tissue_label}").count() >= 1
 
+    # The exports carry the same numbers; the panel PNG is composed on the server.
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Numbers (JSON)").click()
+    numbers = json.loads(Path(download.value.path()).read_text())
+    assert numbers["binary"]["p_abnormal"] == pytest.approx(expected["binary"]["probabilities"]["Abnormal"], abs=1e-6)
+    assert numbers["tissue"]["label"] == tissue_label
+    assert [cam["model"] for cam in numbers["cams"]] == ["binary", "tissue"]
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Panel (PNG)").click()
+    panel = screenshot_dir / "2-review-export-panel.png"
+    download.value.save_as(panel)
+    assert panel.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
     # The sidebar's dataset folder feeds the other pages.
     folder = page.get_by_role("textbox", name="Dataset folder inside it")
     folder.fill("gashissdb")

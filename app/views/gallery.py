@@ -14,6 +14,7 @@ import streamlit as st
 
 from gastricvision import analysis, explain
 from gastricvision.errors import GastricVisionError
+from gastricvision.modelcards import training_folder_overlap
 from ui import charts, compute
 from ui.boundary import guard
 from ui.datasource import DatasetChoice, require_dataset
@@ -239,12 +240,11 @@ def grid(scores: analysis.FolderScores, indices: np.ndarray) -> None:
                 mark = ""
                 if scores.known[index]:
                     mark = ":green[**✓**] " if scores.correct[index] else ":red[**✗**] "
-                st.markdown(
-                    f"{mark}{record.label or '?'} → **{predicted}** {scores.confidence[index]:.2f}",
-                    help=f"{record.relative_path}: true class {record.label or 'unknown'}, predicted "
-                    f"{predicted} with probability {scores.confidence[index]:.3f}",
+                st.markdown(f"{mark}{record.label or '?'} → **{predicted}** {scores.confidence[index]:.2f}")
+                st.button(
+                    "Inspect", key=f"gallery_inspect_{index}", on_click=_select, args=(index,), width="stretch",
+                    help=record.relative_path,
                 )
-                st.button("Inspect", key=f"gallery_inspect_{index}", on_click=_select, args=(index,), width="stretch")
 
 
 def detail(scores: analysis.FolderScores, model_set: ModelSet) -> None:
@@ -299,6 +299,13 @@ def main() -> None:
     if chosen is None:
         return
     scores = folder_scores(choice, model_set, *chosen)
+    overlap = training_folder_overlap(model_set.loaded[scores.model].manifest, choice.dataset.root)
+    if overlap:
+        st.warning(
+            f"This folder shares tiles with the {scores.model} model's training data "
+            f"(`{overlap}`), so some tiles here were used to train or calibrate it and the "
+            "accuracy shown is optimistic. The Models page shows the held-out test metrics."
+        )
     summary(scores)
     if not len(scores):
         return

@@ -50,7 +50,7 @@ def facts(card: ModelCard) -> None:
             st.caption("Tiles per split and class (crops included): " + "; ".join(parts))
     if card.command:
         st.markdown("**Training command**")
-        st.code(card.command, language="bash")
+        st.code(card.command, language="bash", wrap_lines=True)
 
 
 def metrics(card: ModelCard) -> None:

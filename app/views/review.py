@@ -43,6 +43,8 @@ RECONSTRUCTION_MODELS = ("autoencoder", "unet")
 CAM_MODELS = ("binary", "tissue", "student")
 PREDICTED = "predicted class"
 ENLARGED_SIDE = 448
+# Largest side shown at its own size next to an enlarged copy (the column is about 400 px).
+OWN_SIZE_MAX = 320
 CAM_SIDE = 384
 
 WARNING_TITLES = {
@@ -171,10 +173,13 @@ def choose_tile() -> Tile | None:
 def tile_panel(tile: Tile) -> None:
     image = tile.image
     st.subheader("Tile")
-    st.image(image.array, caption=f"Own size: {image.width}x{image.height} px", width=image.width)
-    factor = ENLARGED_SIDE / max(image.width, image.height)
-    caption = f"Enlarged {factor:.1f}x (pixels repeated)" if factor > 1 else f"Reduced {1 / factor:.1f}x"
-    st.image(enlarge(image.array, ENLARGED_SIDE), caption=caption, width="stretch")
+    if max(image.width, image.height) <= OWN_SIZE_MAX:
+        st.image(image.array, caption=f"Own size: {image.width}x{image.height} px", width=image.width)
+        factor = ENLARGED_SIDE / max(image.width, image.height)
+        st.image(enlarge(image.array, ENLARGED_SIDE), caption=f"Enlarged {factor:.1f}x (pixels repeated)", width="stretch")
+    else:
+        # A large image at its own size would overflow the column.
+        st.image(image.array, caption=f"{image.width}x{image.height} px, reduced to fit", width="stretch")
     st.caption(f"`{image.name}` · {image.format} · sha256 {image.sha256[:12]}")
     if tile.true_class:
         st.markdown(f"True class (from the folder): **{tile.true_class}**")
