@@ -212,6 +212,29 @@ def test_review_bad_uploads_keep_good_tile(app_env, random_weights, gashissdb_ti
     assert "**Different scale from training.**" in warnings
 
 
+def test_review_large_upload_and_bomb(app_env, partial_weights):
+    from PIL import Image
+
+    app_env(partial_weights)
+    rng = np.random.default_rng(0)
+    large = io.BytesIO()
+    Image.fromarray(rng.integers(120, 230, size=(500, 700, 3), dtype=np.uint8)).save(large, format="PNG")
+    bomb = io.BytesIO()
+    Image.new("L", (8000, 6000)).save(bomb, format="PNG")
+
+    at = start("views/review.py")
+    at.file_uploader(key="review_uploads").set_value(
+        [("bomb.png", bomb.getvalue(), "image/png"), ("large.png", large.getvalue(), "image/png")]
+    ).run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1
+    assert errors[0].startswith("bomb.png: image is 8000x6000 px (48 megapixels)")
+    infos = " ".join(i.value for i in at.info)
+    assert "large.png (700x500 px) is larger than the 160 px tiles" in infos
+    assert re.fullmatch(r"\d\.\d{3}", metric(at, "P(Abnormal), binary model"))
+
+
 def test_review_opacity_reuses_cached_map(app_env, random_weights, normal_tile, monkeypatch):
     import streamlit as st
 

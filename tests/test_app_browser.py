@@ -221,8 +221,18 @@ def test_pages_in_chromium(page, app_env, gashissdb_tile, screenshot_dir):
     open_page(page, "Gallery and errors", "Gallery and error analysis")
     page.get_by_text("Tiles scored").first.wait_for()
     wait_until_idle(page)
-    page.get_by_role("button", name="Inspect").first.click()
+
+    # Clicking a confusion matrix cell (true Abnormal, predicted Normal) filters the grid.
+    matrix, embedding = page.locator(".js-plotly-plot").nth(0), page.locator(".js-plotly-plot").nth(1)
+    count = matrix.locator(".scatterlayer .textpoint").nth(2).text_content().strip()
+    matrix.locator(".scatterlayer .point").nth(2).click(force=True)
+    page.get_by_text(f"{count} tiles match the filters.").first.wait_for()
+    wait_until_idle(page)
+    # Clicking a point of the feature map selects its tile.
+    embedding.locator(".scatterlayer .point").first.click(force=True)
     page.get_by_text("Nearest neighbours").first.wait_for()
+    wait_until_idle(page)
+    page.get_by_role("button", name="Inspect").first.click()
     wait_until_idle(page)
     assert_no_error_boxes(page, "Gallery")
     capture(page, screenshot_dir / "3-gallery.png")

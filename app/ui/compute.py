@@ -4,6 +4,10 @@ Every function takes the tile's sha256 and the weights' sha256 (or the weights
 signature) as cache keys. The image and the model are passed with a leading underscore,
 so ``st.cache_data`` leaves them out of the key. Moving a display-only control (opacity,
 colour map) therefore reuses the stored map instead of recomputing it.
+
+NOTE: entries hold arrays at the tile's own size, so memory grows with the size of the
+uploaded images; the entry limits and the one-hour lifetime bound it for tiles of a few
+hundred pixels, not for many 40-megapixel images.
 """
 
 from __future__ import annotations
@@ -17,37 +21,37 @@ from gastricvision.inference import TileResult
 from .resources import MODEL_LOCK, ModelSet
 
 
-@st.cache_data(max_entries=256, show_spinner=False)
+@st.cache_data(max_entries=32, ttl="1h", show_spinner=False)
 def decode_upload(data: bytes, name: str) -> LoadedImage:
     """Decode uploaded bytes (raises ImageError with the file name and the fix)."""
     return load_image(data, name=name)
 
 
-@st.cache_data(max_entries=512, show_spinner=False)
+@st.cache_data(max_entries=256, ttl="1h", show_spinner=False)
 def decode_file(path: str, size: int, mtime_ns: int, name: str) -> LoadedImage:
     """Decode a dataset file; ``size`` and ``mtime_ns`` make a changed file a new entry."""
     return load_image(path, name=name)
 
 
-@st.cache_data(max_entries=512, show_spinner="Scoring the tile ...")
+@st.cache_data(max_entries=512, ttl="1h", show_spinner="Scoring the tile ...")
 def predict(weights_signature: str, sha256: str, name: str, _models: ModelSet, _image: LoadedImage) -> TileResult:
     with MODEL_LOCK:
         return _models.predictor.predict_image(_image)
 
 
-@st.cache_data(max_entries=128, show_spinner="Reconstructing the tile ...")
+@st.cache_data(max_entries=64, ttl="1h", show_spinner="Reconstructing the tile ...")
 def reconstruct(model_sha256: str, sha256: str, _models: ModelSet, name: str, _image: LoadedImage):
     with MODEL_LOCK:
         return reconstruction.reconstruction_maps(_models.loaded[name], _image)
 
 
-@st.cache_data(max_entries=256, show_spinner="Computing the class activation map ...")
+@st.cache_data(max_entries=128, ttl="1h", show_spinner="Computing the class activation map ...")
 def cam(model_sha256: str, sha256: str, method: str, target: str | None, _models: ModelSet, name: str, _image: LoadedImage):
     with MODEL_LOCK:
         return explain.compute_cam(_models.loaded[name], _image, method=method, target=target)
 
 
-@st.cache_data(max_entries=64, show_spinner="Running the randomisation check ...")
+@st.cache_data(max_entries=32, ttl="1h", show_spinner="Running the randomisation check ...")
 def randomisation(model_sha256: str, sha256: str, method: str, target: str | None, _models: ModelSet, name: str, _image: LoadedImage):
     with MODEL_LOCK:
         return explain.randomisation_check(_models.loaded[name], _image, method=method, target=target)

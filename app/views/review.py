@@ -178,8 +178,8 @@ def tile_panel(tile: Tile) -> None:
         factor = ENLARGED_SIDE / max(image.width, image.height)
         st.image(enlarge(image.array, ENLARGED_SIDE), caption=f"Enlarged {factor:.1f}x (pixels repeated)", width="stretch")
     else:
-        # A large image at its own size would overflow the column.
-        st.image(image.array, caption=f"{image.width}x{image.height} px, reduced to fit", width="stretch")
+        # A large image at its own size would overflow the column and is slow to send.
+        st.image(enlarge(image.array, 2 * ENLARGED_SIDE), caption=f"{image.width}x{image.height} px, reduced to fit", width="stretch")
     st.caption(f"`{image.name}` · {image.format} · sha256 {image.sha256[:12]}")
     if tile.true_class:
         st.markdown(f"True class (from the folder): **{tile.true_class}**")
