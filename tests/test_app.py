@@ -140,7 +140,7 @@ def test_home_partial_models(app_env, partial_weights):
     assert_clean(at)
     infos = " ".join(i.value for i in at.info)
     for name in ("student", "tissue", "autoencoder"):
-        assert f"**{name}** is not available" in infos
+        assert f"- **{name}**: " in infos
     warnings = " ".join(w.value for w in at.warning)
     assert "binary: stand-in training data." in warnings
     assert "synthetic metrics for tests" in warnings

@@ -6,8 +6,8 @@ so ``st.cache_data`` leaves them out of the key. Moving a display-only control (
 colour map) therefore reuses the stored map instead of recomputing it.
 
 NOTE: entries hold arrays at the tile's own size, so memory grows with the size of the
-uploaded images; the entry limits and the one-hour lifetime bound it for tiles of a few
-hundred pixels, not for many 40-megapixel images.
+uploaded images. The entry limits and the one-hour lifetime bound it for tiles of a few
+hundred pixels, but not for many 40-megapixel images.
 """
 
 from __future__ import annotations

@@ -59,15 +59,15 @@ def model_table() -> None:
                 "status": "loaded" if card.available else "not available",
                 "what it does": card.description,
                 "architecture": manifest.architecture if manifest else "",
-                "tile size (px)": manifest.tile_size if manifest else None,
+                "tile size (px)": str(manifest.tile_size) if manifest else "",
                 "trained on": ", ".join(card.datasets) if manifest else "",
             }
         )
     st.dataframe(rows, hide_index=True, width="stretch")
 
-    for card in cards:
-        if not card.available:
-            st.info(f"**{card.name}** is not available: {card.reason}")
+    missing = [f"- **{card.name}**: {card.reason}" for card in cards if not card.available]
+    if missing:
+        st.info("Not available, so their panels are left out:\n" + "\n".join(missing))
 
     # Models trained together usually share one data note; show each note once.
     notes: dict[tuple[bool, str], list[str]] = {}
