@@ -206,7 +206,7 @@ def _detect_layout(root: Path, size: int | None) -> _LayoutMatch:
                 if len(sizes) > 1:
                     raise DatasetError(
                         f"{root}: GasHisSDB folder with several tile sizes "
-                        f"({', '.join(map(str, available))} px); choose one with --size."
+                        f"({', '.join(map(str, available))} px); choose one (--size on the command line)."
                     )
                 size = available[0]
             if size not in sizes:

@@ -13,7 +13,7 @@ from gastricvision.models import MODEL_SPECS, create_model
 from gastricvision.weights import Manifest, save_model
 
 
-def save_random_weights(folder: Path, names=None, *, seed: int = 0) -> dict[str, Manifest]:
+def save_random_weights(folder: Path, names=None, *, seed: int = 1234) -> dict[str, Manifest]:
     """Save randomly initialised weights for registry models through the weights API."""
     torch.manual_seed(seed)
     manifests = {}

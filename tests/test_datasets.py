@@ -91,7 +91,7 @@ def test_gashissdb_size_names_with_x(tmp_path):
     for size in ("80x80", "120x120"):
         write_tiles(tmp_path / "GasHisSDB" / size / "Normal", 3)
         write_tiles(tmp_path / "GasHisSDB" / size / "Abnormal", 2)
-    with pytest.raises(DatasetError, match=r"several tile sizes \(80, 120 px\); choose one with --size"):
+    with pytest.raises(DatasetError, match=r"several tile sizes \(80, 120 px\); choose one \(--size on the command line\)"):
         open_dataset(tmp_path)
     dataset = open_dataset(tmp_path, size=120)
     assert dataset.tile_size == 120

@@ -122,7 +122,7 @@ def _dataset_section() -> None:
     try:
         dataset = _open(str(folder), None if size == "auto" else int(size), None if class_map == "none" else class_map)
     except GastricVisionError as exc:
-        message = str(exc).replace("choose one with --size", "choose one in 'GasHisSDB tile size'")
+        message = str(exc).replace("choose one (--size on the command line)", "choose one in 'GasHisSDB tile size'")
         st.session_state[DATASET_ERROR_KEY] = message
         st.error(message)
         _show_subfolders(folder, root)
