@@ -22,7 +22,15 @@ from .errors import GastricVisionError, ImageError, TileWarning
 from .imaging import DEFAULT_LIMITS, ImageLimits, LoadedImage, load_image
 from .models import MODEL_SPECS
 from .preprocessing import ViewPlan, normalise, plan_views, to_float_tensor
-from .reconstruction import anomaly_percentile, l1_error_map, reconstruct
+from .reconstruction import (
+    UNUSUAL_PERCENTILE,
+    ReconstructionMaps,
+    anomaly_percentile,
+    l1_error_map,
+    reconstruct,
+    reconstruction_maps,
+    unusual_tile_warning,
+)
 from .weights import LoadedModel, load_all
 
 __all__ = ["ClassifierOutput", "Predictor", "ReconstructionOutput", "TileResult", "tile_checks"]
@@ -88,6 +96,9 @@ class TileResult:
         warnings: Conditions found while decoding or scoring.
         unavailable: Models requested but not loaded, with the reason.
         error: Why the tile could not be scored (a bad file); None on success.
+        maps: Reconstruction and error maps per reconstruction model, when requested
+            (:meth:`Predictor.predict_image` with ``with_maps``); not part of
+            :meth:`to_dict`.
     """
 
     name: str
@@ -101,6 +112,7 @@ class TileResult:
     warnings: list[TileWarning] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    maps: dict[str, ReconstructionMaps] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -189,9 +201,16 @@ class Predictor:
         """
         return next(iter(self.predict_many([source], names=[name] if name else None)))
 
-    def predict_image(self, image: LoadedImage) -> TileResult:
-        """Score one decoded tile."""
-        return self._score_batch([image])[0]
+    def predict_image(self, image: LoadedImage, *, with_maps: bool = False) -> TileResult:
+        """Score one decoded tile.
+
+        Args:
+            image: The decoded tile.
+            with_maps: Also keep each reconstruction model's maps in ``result.maps``. The
+                scores come from the same forward passes, so a review page that shows the
+                maps does not run the reconstruction models twice.
+        """
+        return self._score_batch([image], with_maps=with_maps)[0]
 
     # ------------------------------------------------------------------ many tiles
 
@@ -270,7 +289,7 @@ class Predictor:
         )
 
     @torch.inference_mode()
-    def _score_batch(self, images: list[LoadedImage]) -> list[TileResult]:
+    def _score_batch(self, images: list[LoadedImage], *, with_maps: bool = False) -> list[TileResult]:
         results = [
             TileResult(
                 name=image.name,
@@ -284,6 +303,14 @@ class Predictor:
         ]
 
         for name, model in self.models.items():
+            if with_maps and model.manifest.task == "reconstruction":
+                for result, image in zip(results, images):
+                    maps = reconstruction_maps(model, image)
+                    result.maps[name] = maps
+                    result.reconstruction[name] = ReconstructionOutput(name, maps.score, maps.percentile)
+                    _add_unique(result.warnings, [w for w in maps.warnings if w.code != "no_anomaly_reference"])
+                continue
+
             plans = [self.plan(image, model) for image in images]
             for result, plan in zip(results, plans):
                 _add_unique(result.warnings, plan.warnings)
@@ -294,9 +321,10 @@ class Predictor:
                 errors = self._reconstruction_errors(model, batch)
                 for result, per_view in zip(results, _split(errors, counts)):
                     score = float(per_view.mean())
-                    result.reconstruction[name] = ReconstructionOutput(
-                        name, score, anomaly_percentile(score, model.manifest.anomaly_reference)
-                    )
+                    percentile = anomaly_percentile(score, model.manifest.anomaly_reference)
+                    result.reconstruction[name] = ReconstructionOutput(name, score, percentile)
+                    if percentile is not None and percentile >= UNUSUAL_PERCENTILE:
+                        _add_unique(result.warnings, [unusual_tile_warning(result.name, name, percentile)])
             else:
                 probabilities = self._probabilities(model, batch)
                 for result, per_view in zip(results, _split(probabilities, counts)):

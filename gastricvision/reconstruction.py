@@ -49,6 +49,7 @@ __all__ = [
     "random_masks",
     "reconstruct",
     "reconstruction_maps",
+    "unusual_tile_warning",
     "reference_percentiles",
     "ssim_error_map",
 ]
@@ -191,6 +192,16 @@ def anomaly_percentile(score: float, reference: dict | None) -> float | None:
     return float(np.searchsorted(sample, score, side="right") / sample.size * 100.0)
 
 
+def unusual_tile_warning(name: str, model_name: str, percentile: float) -> TileWarning:
+    """Warning for a tile whose anomaly score is at or above :data:`UNUSUAL_PERCENTILE`."""
+    return TileWarning(
+        "unusual_tile",
+        f"{name} reconstructs worse than {percentile:.0f} % of the {model_name} "
+        "model's training tiles; it may show tissue, staining or artefacts unlike "
+        "the training data.",
+    )
+
+
 def reconstruction_maps(model: LoadedModel, image: np.ndarray | LoadedImage) -> ReconstructionMaps:
     """Reconstruct one tile and map its errors, at the tile's own size.
 
@@ -255,14 +266,7 @@ def reconstruction_maps(model: LoadedModel, image: np.ndarray | LoadedImage) -> 
             )
         )
     elif unusual:
-        notes.append(
-            TileWarning(
-                "unusual_tile",
-                f"{name} reconstructs worse than {percentile:.0f} % of the {manifest.name} "
-                "model's training tiles; it may show tissue, staining or artefacts unlike "
-                "the training data.",
-            )
-        )
+        notes.append(unusual_tile_warning(name, manifest.name, percentile))
     return ReconstructionMaps(
         reconstruction=np.clip(np.round(reconstruction * 255), 0, 255).astype(np.uint8),
         l1_map=np.clip(stitch(l1.cpu(), plan, size), 0, 1).astype(np.float32),

@@ -111,3 +111,15 @@ def test_stitch_inverts_plan(gashissdb_tile):
     restored = stitch(maps, plan, big.shape[:2])
     assert restored.shape == (160, 240)
     assert np.abs(restored[:, :80] - big[:, :80, 0]).max() < 1e-3
+
+
+def test_with_maps_keeps_scores(predictor, gashissdb_tile):
+    image = load_image(gashissdb_tile)
+    plain = predictor.predict_image(image)
+    mapped = predictor.predict_image(image, with_maps=True)
+    assert set(mapped.maps) == {"autoencoder", "unet"}
+    assert plain.maps == {}
+    for name in ("autoencoder", "unet"):
+        assert mapped.reconstruction[name].error == pytest.approx(plain.reconstruction[name].error, abs=1e-5)
+        assert mapped.maps[name].l1_map.shape == (160, 160)
+    assert "maps" not in mapped.to_dict()

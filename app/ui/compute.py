@@ -33,16 +33,22 @@ def decode_file(path: str, size: int, mtime_ns: int, name: str) -> LoadedImage:
     return load_image(path, name=name)
 
 
-@st.cache_data(max_entries=512, ttl="1h", show_spinner="Scoring the tile ...")
+@st.cache_data(max_entries=64, ttl="1h", show_spinner="Scoring the tile ...")
 def predict(weights_signature: str, sha256: str, name: str, _models: ModelSet, _image: LoadedImage) -> TileResult:
+    """Every model's output for one tile, with the reconstruction maps kept: the review
+    page shows them, and computing them here runs each reconstruction model once."""
     with MODEL_LOCK:
-        return _models.predictor.predict_image(_image)
+        return _models.predictor.predict_image(_image, with_maps=True)
 
 
-@st.cache_data(max_entries=64, ttl="1h", show_spinner="Reconstructing the tile ...")
 def reconstruct(model_sha256: str, sha256: str, _models: ModelSet, name: str, _image: LoadedImage):
-    with MODEL_LOCK:
-        return reconstruction.reconstruction_maps(_models.loaded[name], _image)
+    """Maps of one reconstruction model, taken from the cached :func:`predict` result."""
+    result = predict(_models.signature, sha256, _image.name, _models, _image)
+    maps = result.maps.get(name)
+    if maps is None:
+        with MODEL_LOCK:
+            maps = reconstruction.reconstruction_maps(_models.loaded[name], _image)
+    return maps
 
 
 @st.cache_data(max_entries=128, ttl="1h", show_spinner="Computing the class activation map ...")
