@@ -30,7 +30,8 @@ class AugmentConfig:
 
     Attributes:
         dihedral: Apply a random flip and 90-degree rotation.
-        stain_sigma: Per-stain optical density scale (1 +/- sigma) and shift (+/- sigma/2 ... ).
+        stain_sigma: Each stain's optical density is scaled by a factor in 1 +/- sigma and
+            shifted by up to +/- sigma / 10.
         brightness: Maximum relative brightness change.
         contrast: Maximum relative contrast change.
     """
@@ -42,7 +43,7 @@ class AugmentConfig:
 
 
 def random_dihedral(array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One of the eight flips and 90-degree rotations, chosen at random."""
+    """Apply one of the eight flips and 90-degree rotations, chosen at random."""
     array = np.rot90(array, k=int(rng.integers(4)))
     if rng.random() < 0.5:
         array = array[:, ::-1]

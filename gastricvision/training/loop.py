@@ -125,7 +125,7 @@ class LoopConfig:
 
 @dataclass
 class FitResult:
-    """What a finished run reports."""
+    """Summary of a finished run."""
 
     epochs_run: int
     best_epoch: int
@@ -172,7 +172,9 @@ class Trainer:
         self.model = model.to(device).to(memory_format=torch.channels_last)
         self.wrapped: nn.Module = self.model
         if self.context.enabled:
-            device_ids = [device.index if device.index is not None else self.context.local_rank] if device.type == "cuda" else None
+            device_ids = None
+            if device.type == "cuda":
+                device_ids = [device.index if device.index is not None else self.context.local_rank]
             self.wrapped = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
         self.autocast_dtype = self._autocast_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)

@@ -469,8 +469,11 @@ def _measure(loaded, crops: dict) -> dict:
 
 
 def _same_predictions(full: dict, half: dict) -> bool:
-    """Whether float16 weights cost no accuracy: test balanced accuracy and AUROC may drop
-    by at most 0.002 (under one tile in 500), the reconstruction error may rise by 0.1 %."""
+    """Check that float16 weights cost no accuracy.
+
+    Test balanced accuracy and AUROC may drop by at most 0.002 (under one tile in 500),
+    and the reconstruction error may rise by at most 0.1 %.
+    """
     a, b = full["metrics"]["test"], half["metrics"]["test"]
     if "balanced_accuracy" in a:
         tolerance = 0.002
