@@ -23,6 +23,7 @@ import hashlib
 import io
 import logging
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,13 +155,26 @@ def _read_path(path: Path, display: str, limits: ImageLimits) -> bytes:
             f"{limits.max_bytes / 2**20:.0f} MiB limit; crop or downscale it to tiles first."
         )
     try:
-        return path.read_bytes()
+        # O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer.
+        # The type check below then rejects it, and any device, before a byte is read.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except PermissionError:
         raise ImageError(
             f"{display}: permission denied; make the file readable for this user."
         ) from None
     except OSError as exc:
         raise ImageError(f"{display}: cannot read the file ({exc.strerror}).") from None
+
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ImageError(
+                f"{display}: not a regular file (a FIFO, socket or device); give an image file."
+            )
+        try:
+            # The size was checked above, but the file may have grown since.
+            return handle.read(limits.max_bytes + 1)
+        except OSError as exc:
+            raise ImageError(f"{display}: cannot read the file ({exc.strerror}).") from None
 
 
 def load_image(
@@ -206,6 +220,14 @@ class _PillowCannotDecode(Exception):
     """Pillow failed; the message is ready for the user if no fallback applies."""
 
 
+def _archive_kind(data: bytes) -> str | None:
+    if data.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "zip"
+    if data.startswith(b"Rar!\x1a\x07"):
+        return "RAR"
+    return None
+
+
 def _looks_like_tiff(data: bytes) -> bool:
     return data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
@@ -229,6 +251,11 @@ def _decode_with_pillow(
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
+        archive = _archive_kind(data)
+        if archive:
+            raise _PillowCannotDecode(
+                f"{display}: is a {archive} archive, not an image; extract the tiles from it first."
+            ) from None
         raise _PillowCannotDecode(
             f"{display}: not a recognised image file (first bytes {data[:8]!r}); "
             f"save it as {SUPPORTED_FORMATS_TEXT}."

@@ -8,6 +8,7 @@ choices in ``st.session_state`` for the pages: :func:`current_dataset` and
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -15,9 +16,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from gastricvision.browsing import DATA_ROOTS_ENV, configured_roots, resolve_inside, subfolders
+from gastricvision.browsing import DATA_ROOTS_ENV, configured_roots, paths_outside, resolve_inside, subfolders
 from gastricvision.datasets import CLASS_MAPS, Dataset, open_dataset
-from gastricvision.errors import GastricVisionError
+from gastricvision.errors import DatasetError, GastricVisionError
 from gastricvision.review import UncertainBand
 
 from .resources import models
@@ -57,7 +58,28 @@ class DatasetChoice:
 
 @st.cache_data(ttl=600, max_entries=16, show_spinner="Reading the dataset folder ...")
 def _open(folder: str, size: int | None, class_map: str | None) -> Dataset:
-    return open_dataset(folder, size=size, class_map=class_map)
+    return _confined(open_dataset(folder, size=size, class_map=class_map))
+
+
+def _confined(dataset: Dataset) -> Dataset:
+    """Drop the tiles that a symbolic link on their path takes outside the dataset folder.
+
+    open_dataset skips class folders and files that are themselves links leading out.
+    It keeps files below a linked folder further up, such as a GasHisSDB ``160`` folder
+    that links elsewhere, and a browser user must not reach those.
+    """
+    outside = set(paths_outside((record.path for record in dataset.records), dataset.root))
+    if not outside:
+        return dataset
+    logger.warning("%s: skipped %d files that symbolic links place outside the folder", dataset.root, len(outside))
+    records = [record for record in dataset.records if record.path not in outside]
+    if not records:
+        raise DatasetError(
+            f"{dataset.root}: every image is behind a symbolic link that leads outside the folder; "
+            "copy the tiles into it instead of linking them."
+        )
+    skipped = [*dataset.skipped_links, *(str(path) for path in sorted(outside))]
+    return dataclasses.replace(dataset, records=records, skipped_links=skipped)
 
 
 def _dataset_summary(dataset: Dataset) -> str:
@@ -131,7 +153,10 @@ def _dataset_section() -> None:
     st.session_state[DATASET_KEY] = DatasetChoice(dataset, root, relative.strip())
     st.success(_dataset_summary(dataset))
     if dataset.skipped_links:
-        st.caption(f"{len(dataset.skipped_links)} symbolic links that point outside the folder were skipped.")
+        st.caption(
+            f"{len(dataset.skipped_links)} files or folders behind symbolic links that point "
+            "outside the folder were skipped."
+        )
 
 
 def _show_subfolders(folder: Path, root: Path) -> None:
