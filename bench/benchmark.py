@@ -176,7 +176,6 @@ def measure_panel(predictor: Predictor, paths: list[Path], repeats: int, forward
     """Everything the review page computes for one tile."""
     try:
         from gastricvision.explain import compute_cam
-        from gastricvision.reconstruction import reconstruction_maps
     except ImportError:
         return None
 
@@ -184,12 +183,13 @@ def measure_panel(predictor: Predictor, paths: list[Path], repeats: int, forward
     reconstructors = [n for n, m in predictor.models.items() if m.manifest.task == "reconstruction"]
 
     def panel(path: Path) -> None:
+        # As the review page does: one scoring pass that keeps the reconstruction maps,
+        # then maps for the predicted classes, reusing the probabilities already computed.
         image = load_image(path)
-        predictor.predict_image(image)
-        for name in reconstructors:
-            reconstruction_maps(predictor.models[name], image)
+        result = predictor.predict_image(image, with_maps=True)
+        assert set(result.maps) == set(reconstructors)
         for name in classifiers:
-            compute_cam(predictor.models[name], image, method="gradcam")
+            compute_cam(predictor.models[name], image, method="gradcam", probabilities=getattr(result, name).probabilities)
 
     with PeakMemory() as memory:
         start = time.perf_counter()

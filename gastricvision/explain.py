@@ -35,7 +35,7 @@ import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -248,6 +248,7 @@ def compute_cam(
     *,
     method: str = "gradcam",
     target: str | int | None = None,
+    probabilities: Sequence[float] | Mapping[str, float] | None = None,
 ) -> CamResult:
     """Compute a class activation map of one tile at the tile's own size.
 
@@ -256,6 +257,9 @@ def compute_cam(
         image: ``(H, W, 3)`` ``uint8`` RGB array, or a decoded tile.
         method: Key of :data:`CAM_METHODS`.
         target: Class name or logit index to explain; the predicted class when None.
+        probabilities: The tile's calibrated class probabilities from this model, as the
+            Predictor returns them (``ClassifierOutput.probabilities``). When given, the
+            forward pass that would compute them is skipped.
 
     Raises:
         ExplanationError: Unknown method or class.
@@ -270,7 +274,10 @@ def compute_cam(
 
     with _explaining(model.module):
         inputs = _network_input(model, plan)
-        probabilities = _class_probabilities(model, inputs)
+        if probabilities is None:
+            probabilities = _class_probabilities(model, inputs)
+        else:
+            probabilities = _known_probabilities(model, probabilities)
         target_index = int(np.argmax(probabilities)) if requested_index is None else requested_index
         view_maps = _view_maps(model, method, inputs, target_index)
 
@@ -344,6 +351,16 @@ def _class_probabilities(model: LoadedModel, inputs: torch.Tensor) -> np.ndarray
             for start in range(0, len(inputs), CAM_CHUNK)
         ]
     return torch.cat(parts).mean(dim=0).cpu().numpy()
+
+
+def _known_probabilities(model: LoadedModel, probabilities: Sequence[float] | Mapping[str, float]) -> np.ndarray:
+    classes = model.manifest.classes
+    if isinstance(probabilities, Mapping):
+        probabilities = [probabilities[name] for name in classes]
+    values = np.asarray(probabilities, dtype=np.float64)
+    if values.shape != (len(classes),):
+        raise ValueError(f"Expected {len(classes)} probabilities for the {model.name} model, got shape {values.shape}.")
+    return values
 
 
 def resolve_target(model: LoadedModel, target: str | int) -> int:

@@ -331,7 +331,7 @@ class Predictor:
                     setattr(result, _result_field(model), _classifier_output(model, per_view.mean(dim=0), len(per_view)))
         return results
 
-    def _forward_chunks(self, model: LoadedModel, batch: torch.Tensor, function, chunk: int = 64) -> torch.Tensor:
+    def _forward_chunks(self, model: LoadedModel, batch: torch.Tensor, function, chunk: int = 16) -> torch.Tensor:
         return torch.cat([function(model, batch[i : i + chunk]) for i in range(0, len(batch), chunk)])
 
     def _probabilities(self, model: LoadedModel, batch: torch.Tensor) -> torch.Tensor:

@@ -52,9 +52,14 @@ def reconstruct(model_sha256: str, sha256: str, _models: ModelSet, name: str, _i
 
 
 @st.cache_data(max_entries=128, ttl="1h", show_spinner="Computing the class activation map ...")
-def cam(model_sha256: str, sha256: str, method: str, target: str | None, _models: ModelSet, name: str, _image: LoadedImage):
+def cam(
+    model_sha256: str, sha256: str, method: str, target: str | None, _models: ModelSet, name: str, _image: LoadedImage,
+    _probabilities: dict[str, float] | None = None,
+):
+    """Class activation map; ``_probabilities`` (the model's output for this tile, when
+    already known) saves a forward pass and is left out of the cache key."""
     with MODEL_LOCK:
-        return explain.compute_cam(_models.loaded[name], _image, method=method, target=target)
+        return explain.compute_cam(_models.loaded[name], _image, method=method, target=target, probabilities=_probabilities)
 
 
 @st.cache_data(max_entries=32, ttl="1h", show_spinner="Running the randomisation check ...")

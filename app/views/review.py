@@ -307,9 +307,10 @@ def cam_panel(tile: Tile, result: TileResult, reconstructions: dict[str, Reconst
     for column, name in zip(columns, shown):
         with column, guard(f"{name} map"):
             target = st.selectbox(f"Target class, {name} model", _target_options(model_set, name), key=f"review_cam_target_{name}")
+            output = getattr(result, name, None)
             cam = compute.cam(
                 model_set.sha256(name), tile.image.sha256, method, None if target == PREDICTED else target,
-                model_set, name, tile.image,
+                model_set, name, tile.image, output.probabilities if output else None,
             )
             shaded = explain.overlay(tile.image.array, cam.map, colormap=colormap, opacity=opacity)
             st.image(
