@@ -32,7 +32,7 @@ run student distill --teacher weights/binary --data "$DATA/gashissdb" --data "$D
 # Tissue: NCT-CRC-HE classes mapped onto GCHTID's (NORM to NOR, BACK dropped).
 # About 70 training tiles: small batches for enough optimiser steps, and long patience
 # because the validation split has only 15 tiles.
-run tissue tissue $NCT --class-map nct-crc-he --batch-size 16 --epochs 150 --max-minutes 20 --patience 40 --half \
+run tissue tissue $NCT --class-map nct-crc-he --batch-size 16 --epochs 150 --max-minutes 20 --patience 40 --workers 0 --half \
   --out runs/shipped/tissue --export weights/tissue --data-note "$STANDIN Colorectal NCT-CRC-HE tiles stand in for gastric GCHTID tiles; NOR was trained on normal colon mucosa."
 
 ALL="--data $DATA/gashissdb --data $DATA/gchtid $NCT --data $DATA/kather-2016 --data $DATA/kather-msi-mss --data $DATA/lc25000"
