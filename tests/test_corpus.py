@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -555,6 +556,35 @@ def test_batch_still_usable_after_corpus(batch_run, corpus, library_results):
     row = at.dataframe[0].value.to_dict("records")[0]
     expected = library_results["plain_png"].binary.probabilities["Abnormal"]
     assert math.isclose(row["binary_p_abnormal"], expected, abs_tol=PROBABILITY_TOLERANCE)
+
+
+def test_model_lock_releases_memory_once(monkeypatch):
+    """The app's model lock is reentrant and frees the C heap once, on the outermost release."""
+    monkeypatch.syspath_prepend(str(REPO / "app"))
+    from ui import resources
+
+    calls = []
+    monkeypatch.setattr(resources, "_MALLOC_TRIM", lambda pad: calls.append(pad) or 1)
+    lock = resources.ModelLock()
+    with lock:
+        with lock:
+            pass
+        assert calls == []
+    assert calls == [0]
+
+    entered = threading.Event()
+
+    def other_session():
+        with lock:
+            entered.set()
+
+    with lock:
+        thread = threading.Thread(target=other_session)
+        thread.start()
+        assert not entered.wait(0.2)
+    thread.join(5)
+    assert entered.is_set()
+    assert calls == [0, 0, 0]
 
 
 def test_corpus_covers_forty_kinds():
