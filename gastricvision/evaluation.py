@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader
 from .datasets import TileRecord, expand_crops, make_splits, open_datasets
 from .errors import DatasetError
 from .metrics import classification_report, expected_calibration_error, reliability_bins, softmax
-from .preprocessing import normalise
-from .reconstruction import l1_error_map, reconstruct
+from .preprocessing import normalise, to_float_tensor
+from .reconstruction import l1_error_map, reconstruct, reconstruction_plan, view_scores
 
 __all__ = [
     "classifier_logits",
@@ -96,15 +96,27 @@ def reconstruction_scores(
     batch_size: int = 16,
     workers: int = 0,
 ) -> np.ndarray:
-    """Mean L1 reconstruction error per record (the predictor's anomaly score)."""
+    """Mean L1 reconstruction error per record (the predictor's anomaly score).
+
+    Each record is scored as the predictor scores a tile (usually one whole-tile view, see
+    :func:`~gastricvision.reconstruction.reconstruction_plan`), one record at a time.
+    ``batch_size`` and ``workers`` are accepted for symmetry with
+    :func:`classifier_logits` and not used.
+    """
+    from .imaging import load_image
+
     module.eval()
     device = torch.device(device)
     scores: list[float] = []
-    loader = _loader(records, [], tile_size, input_size, batch_size, workers)
-    for views, _, _, counts in loader:
-        images = views.to(device).float().div_(255.0)
-        errors = l1_error_map(images, reconstruct(module, images)).mean(dim=(1, 2)).cpu().numpy()
-        scores.extend(float(part.mean()) for part in np.split(errors, np.cumsum(counts)[:-1]))
+    for record in records:
+        array = load_image(record.path).array
+        if record.crop is not None:
+            left, top, size = record.crop
+            array = np.ascontiguousarray(array[top : top + size, left : left + size])
+        plan = reconstruction_plan(array, tile_size=tile_size, input_size=input_size)
+        images = to_float_tensor(plan.views).to(device)
+        errors = l1_error_map(images, reconstruct(module, images)).cpu()
+        scores.append(float(view_scores(errors, plan).mean()))
     return np.asarray(scores)
 
 

@@ -29,7 +29,9 @@ from .reconstruction import (
     l1_error_map,
     reconstruct,
     reconstruction_maps,
+    reconstruction_plan,
     unusual_tile_warning,
+    view_scores,
 )
 from .weights import LoadedModel, load_all
 
@@ -280,6 +282,11 @@ class Predictor:
     def plan(self, image: LoadedImage, model: LoadedModel) -> ViewPlan:
         """Network inputs of ``image`` for ``model`` (see :mod:`gastricvision.preprocessing`)."""
         manifest = model.manifest
+        if manifest.task == "reconstruction":
+            return reconstruction_plan(
+                image.array, tile_size=manifest.tile_size, input_size=manifest.input_size,
+                model_name=f"the {manifest.name} model", name=image.name,
+            )
         return plan_views(
             image.array,
             tile_size=manifest.tile_size,
@@ -314,22 +321,37 @@ class Predictor:
             plans = [self.plan(image, model) for image in images]
             for result, plan in zip(results, plans):
                 _add_unique(result.warnings, plan.warnings)
-            counts = [len(plan.views) for plan in plans]
-            batch = to_float_tensor(np.concatenate([plan.views for plan in plans])).to(self.device)
 
             if model.manifest.task == "reconstruction":
-                errors = self._reconstruction_errors(model, batch)
-                for result, per_view in zip(results, _split(errors, counts)):
-                    score = float(per_view.mean())
+                error_maps = self._grouped(model, plans, self._error_maps)
+                for result, plan, maps in zip(results, plans, error_maps):
+                    score = float(view_scores(maps, plan).mean())
                     percentile = anomaly_percentile(score, model.manifest.anomaly_reference)
                     result.reconstruction[name] = ReconstructionOutput(name, score, percentile)
                     if percentile is not None and percentile >= UNUSUAL_PERCENTILE:
                         _add_unique(result.warnings, [unusual_tile_warning(result.name, name, percentile)])
             else:
-                probabilities = self._probabilities(model, batch)
-                for result, per_view in zip(results, _split(probabilities, counts)):
+                probabilities = self._grouped(model, plans, self._probabilities)
+                for result, per_view in zip(results, probabilities):
                     setattr(result, _result_field(model), _classifier_output(model, per_view.mean(dim=0), len(per_view)))
         return results
+
+    def _grouped(self, model: LoadedModel, plans: list[ViewPlan], function) -> list[torch.Tensor]:
+        """Run ``function`` over the views of every plan, one batch per view shape.
+
+        Returns:
+            The outputs of each plan's views, in plan order, on the CPU.
+        """
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, plan in enumerate(plans):
+            groups.setdefault(plan.views.shape[1:], []).append(index)
+        outputs: list[torch.Tensor] = [torch.empty(0)] * len(plans)
+        for members in groups.values():
+            batch = to_float_tensor(np.concatenate([plans[i].views for i in members])).to(self.device)
+            parts = torch.split(function(model, batch).cpu(), [len(plans[i].views) for i in members])
+            for index, part in zip(members, parts):
+                outputs[index] = part
+        return outputs
 
     def _forward_chunks(self, model: LoadedModel, batch: torch.Tensor, function, chunk: int = 16) -> torch.Tensor:
         return torch.cat([function(model, batch[i : i + chunk]) for i in range(0, len(batch), chunk)])
@@ -343,9 +365,9 @@ class Predictor:
 
         return self._forward_chunks(model, batch, run)
 
-    def _reconstruction_errors(self, model: LoadedModel, batch: torch.Tensor) -> torch.Tensor:
+    def _error_maps(self, model: LoadedModel, batch: torch.Tensor) -> torch.Tensor:
         def run(model: LoadedModel, part: torch.Tensor) -> torch.Tensor:
-            return l1_error_map(part, reconstruct(model.module, part)).mean(dim=(1, 2))
+            return l1_error_map(part, reconstruct(model.module, part))
 
         return self._forward_chunks(model, batch, run, chunk=16)
 
@@ -367,10 +389,6 @@ def _classifier_output(model: LoadedModel, probabilities: torch.Tensor, views: i
         temperature=float(model.manifest.temperature),
         views=views,
     )
-
-
-def _split(tensor: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
-    return list(torch.split(tensor.cpu(), counts))
 
 
 def _add_unique(target: list[TileWarning], new: Iterable[TileWarning]) -> None:

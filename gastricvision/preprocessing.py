@@ -12,6 +12,11 @@ Scale policy (the same for prediction, class activation maps and reconstruction)
 - A tile that would need more than :data:`MAX_VIEWS` crops is first scaled down so that
   it needs at most that many, again with a ``scale_mismatch`` warning.
 - Each crop is then resized to the network input size if that differs from the tile size.
+
+Fully convolutional networks (the reconstruction models) can take the whole tile
+instead: with ``whole_multiple`` set, a tile of up to :data:`MAX_WHOLE_PIXELS` is passed
+as one view at its own scale, padded by reflection to a multiple of ``whole_multiple``
+pixels. That avoids overlapping crops (and seams in their maps) and costs fewer pixels.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from .errors import TileWarning
 __all__ = ["MAX_VIEWS", "ViewPlan", "normalise", "plan_views", "resize_uint8", "stitch", "to_float_tensor"]
 
 MAX_VIEWS = 64
+MAX_WHOLE_PIXELS = 1024 * 1024
 
 
 @dataclass
@@ -36,11 +42,14 @@ class ViewPlan:
     """How one tile becomes one or more network inputs for one model.
 
     Attributes:
-        views: ``(N, input_size, input_size, 3)`` ``uint8`` crops, ready for the network.
+        views: ``(N, input_size, input_size, 3)`` ``uint8`` crops, ready for the network;
+            for a whole-tile plan, ``(1, H', W', 3)`` with the tile padded to a multiple.
         boxes: ``(left, top, size)`` of each crop in the working image.
         working_size: ``(height, width)`` of the working image the boxes refer to.
         tile_size: Training tile size of the model.
         warnings: Scale changes the user should know about.
+        whole: The single view is the whole working image plus padding at the bottom
+            and right.
     """
 
     views: np.ndarray
@@ -48,6 +57,7 @@ class ViewPlan:
     working_size: tuple[int, int]
     tile_size: int
     warnings: list[TileWarning] = field(default_factory=list)
+    whole: bool = False
 
 
 def resize_uint8(array: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -65,8 +75,15 @@ def plan_views(
     input_size: int,
     model_name: str = "model",
     name: str = "tile",
+    whole_multiple: int | None = None,
 ) -> ViewPlan:
-    """Cut or resize ``array`` into network inputs following the module's scale policy."""
+    """Cut or resize ``array`` into network inputs following the module's scale policy.
+
+    Args:
+        whole_multiple: For fully convolutional networks whose input size equals their
+            tile size: pass tiles of up to :data:`MAX_WHOLE_PIXELS` whole, padded to a
+            multiple of this many pixels.
+    """
     height, width = array.shape[:2]
     notes: list[TileWarning] = []
     working = array
@@ -83,7 +100,11 @@ def plan_views(
                 "than in training.",
             )
         )
-    else:
+
+    if whole_multiple and input_size == tile_size and working.shape[0] * working.shape[1] <= MAX_WHOLE_PIXELS:
+        return _whole_plan(working, tile_size, whole_multiple, notes)
+
+    if working is array:
         count = len(grid_offsets(height, tile_size)) * len(grid_offsets(width, tile_size))
         if count > MAX_VIEWS:
             side = int(np.sqrt(MAX_VIEWS))
@@ -125,9 +146,20 @@ def plan_views(
     return ViewPlan(views, boxes, (work_h, work_w), tile_size, notes)
 
 
+def _whole_plan(working: np.ndarray, tile_size: int, multiple: int, notes: list[TileWarning]) -> ViewPlan:
+    work_h, work_w = working.shape[:2]
+    padding = ((0, -work_h % multiple), (0, -work_w % multiple), (0, 0))
+    padded = np.pad(working, padding, mode="reflect") if any(p[1] for p in padding) else working
+    return ViewPlan(padded[None], [(0, 0, max(work_h, work_w))], (work_h, work_w), tile_size, notes, whole=True)
+
+
 def to_float_tensor(views: np.ndarray) -> torch.Tensor:
     """``(N, H, W, 3)`` ``uint8`` to ``(N, 3, H, W)`` float32 in [0, 1], channels-last memory."""
-    tensor = torch.from_numpy(np.ascontiguousarray(views)).permute(0, 3, 1, 2)
+    views = np.ascontiguousarray(views)
+    if not views.flags.writeable:
+        # A decoded image can be a read-only view; torch warns on those.
+        views = views.copy()
+    tensor = torch.from_numpy(views).permute(0, 3, 1, 2)
     return tensor.float().div_(255.0).contiguous(memory_format=torch.channels_last)
 
 
@@ -159,6 +191,12 @@ def stitch(
         maps_t = maps_t[:, None]
     channels = maps_t.shape[1]
     work_h, work_w = plan.working_size
+    if plan.whole:
+        merged = maps_t[0, :, :work_h, :work_w]
+        if (work_h, work_w) != tuple(output_size):
+            merged = F.interpolate(merged[None], size=tuple(output_size), mode="bilinear", align_corners=False)[0]
+        result = merged.numpy()
+        return result[0] if squeeze else result
     total = torch.zeros(channels, work_h, work_w)
     weight = torch.zeros(1, work_h, work_w)
     for view_map, (left, top, size) in zip(maps_t, plan.boxes):

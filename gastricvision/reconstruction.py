@@ -31,7 +31,7 @@ from torch import nn
 
 from .errors import TileWarning
 from .imaging import LoadedImage
-from .preprocessing import plan_views, stitch, to_float_tensor
+from .preprocessing import ViewPlan, plan_views, stitch, to_float_tensor
 
 if TYPE_CHECKING:
     from .weights import LoadedModel
@@ -49,7 +49,9 @@ __all__ = [
     "random_masks",
     "reconstruct",
     "reconstruction_maps",
+    "reconstruction_plan",
     "unusual_tile_warning",
+    "view_scores",
     "reference_percentiles",
     "ssim_error_map",
 ]
@@ -96,16 +98,16 @@ class ReconstructionMaps:
     warnings: list[TileWarning] = field(default_factory=list)
 
 
-def inference_masks(size: int, patch: int = PATCH) -> torch.Tensor:
-    """``(MASK_PASSES, 1, size, size)`` masks that hide every patch exactly once."""
-    cells = -(-size // patch)
-    rows = torch.arange(cells).view(-1, 1)
-    cols = torch.arange(cells).view(1, -1)
+def inference_masks(height: int, width: int | None = None, patch: int = PATCH) -> torch.Tensor:
+    """``(MASK_PASSES, 1, height, width)`` masks that hide every patch exactly once."""
+    width = height if width is None else width
+    rows = torch.arange(-(-height // patch)).view(-1, 1)
+    cols = torch.arange(-(-width // patch)).view(1, -1)
     masks = []
     for row_parity in (0, 1):
         for col_parity in (0, 1):
             grid = ((rows % 2 == row_parity) & (cols % 2 == col_parity)).float()
-            full = grid.repeat_interleave(patch, 0).repeat_interleave(patch, 1)[:size, :size]
+            full = grid.repeat_interleave(patch, 0).repeat_interleave(patch, 1)[:height, :width]
             masks.append(full)
     return torch.stack(masks)[:, None]
 
@@ -141,8 +143,7 @@ def reconstruct(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 def _masked_reconstruction(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
-    size = images.shape[-1]
-    masks = inference_masks(size).to(images.device, images.dtype)
+    masks = inference_masks(*images.shape[-2:]).to(images.device, images.dtype)
     batch = images.shape[0]
     # One forward over N x MASK_PASSES inputs; each pass fills the patches it hid.
     repeated = images.repeat_interleave(MASK_PASSES, dim=0)
@@ -204,6 +205,32 @@ def anomaly_percentile(score: float, reference: dict | None) -> float | None:
     return float(np.searchsorted(sample, score, side="right") / sample.size * 100.0)
 
 
+# Both reconstruction networks are fully convolutional and take sides that are multiples
+# of 16 (four stride-2 stages in the autoencoder; 16 px mask patches in the U-Net).
+WHOLE_TILE_MULTIPLE = 16
+
+
+def reconstruction_plan(array: np.ndarray, *, tile_size: int, input_size: int, model_name: str = "model", name: str = "tile") -> ViewPlan:
+    """Network input of a tile for a reconstruction model: the whole tile at its own scale
+    (padded to :data:`WHOLE_TILE_MULTIPLE`), or crops for very large images."""
+    return plan_views(
+        array,
+        tile_size=tile_size,
+        input_size=input_size,
+        model_name=model_name,
+        name=name,
+        whole_multiple=WHOLE_TILE_MULTIPLE,
+    )
+
+
+def view_scores(l1_maps: torch.Tensor, plan: ViewPlan) -> torch.Tensor:
+    """Mean L1 error of each view over its tile pixels (padding of a whole-tile view excluded)."""
+    if plan.whole:
+        height, width = plan.working_size
+        l1_maps = l1_maps[:, :height, :width]
+    return l1_maps.mean(dim=(1, 2))
+
+
 def unusual_tile_warning(name: str, model_name: str, percentile: float) -> TileWarning:
     """Warning for a tile whose anomaly score is at or above :data:`UNUSUAL_PERCENTILE`."""
     return TileWarning(
@@ -234,12 +261,9 @@ def reconstruction_maps(model: LoadedModel, image: np.ndarray | LoadedImage) -> 
             "gastricvision.explain.compute_cam for its class activation maps."
         )
     array, name = _rgb_array(image)
-    plan = plan_views(
-        array,
-        tile_size=manifest.tile_size,
-        input_size=manifest.input_size,
-        model_name=f"the {manifest.name} model",
-        name=name,
+    plan = reconstruction_plan(
+        array, tile_size=manifest.tile_size, input_size=manifest.input_size,
+        model_name=f"the {manifest.name} model", name=name,
     )
 
     module = model.module
@@ -264,7 +288,7 @@ def reconstruction_maps(model: LoadedModel, image: np.ndarray | LoadedImage) -> 
 
     size = array.shape[:2]
     reconstruction = stitch(reconstructions.cpu(), plan, size).transpose(1, 2, 0)
-    score = float(l1.mean(dim=(1, 2)).mean())
+    score = float(view_scores(l1.cpu(), plan).mean())
     percentile = anomaly_percentile(score, manifest.anomaly_reference)
     unusual = percentile is not None and percentile >= UNUSUAL_PERCENTILE
 

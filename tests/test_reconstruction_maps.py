@@ -84,7 +84,8 @@ def test_maps_at_tile_size(models, tiles, name, size):
     assert not result.unusual
     assert "no_anomaly_reference" in codes(result.warnings)
     assert ("scale_mismatch" in codes(result.warnings)) == (size < tile_size)
-    assert ("tiled" in codes(result.warnings)) == (size > 1.1 * tile_size)
+    # Tiles up to a megapixel go through whole: no crops, so no "tiled" warning.
+    assert "tiled" not in codes(result.warnings)
 
 
 @pytest.mark.parametrize("name", RECONSTRUCTION_MODELS)
@@ -115,7 +116,8 @@ def test_score_matches_predictor(models, tiles, size):
     for name, model in models.items():
         result = reconstruction_maps(model, image)
         assert result.score == pytest.approx(prediction.reconstruction[name].error, rel=1e-4)
-        assert any(f"tile-{size}.png" in warning.message for warning in result.warnings)
+        if size < model.manifest.tile_size:
+            assert any(f"tile-{size}.png" in warning.message for warning in result.warnings)
 
 
 def test_unusual_tile_flagged(random_weights, tiles, tmp_path):
@@ -168,3 +170,23 @@ def test_error_overlay_scales_to_vmax(models, tiles):
     red, green, blue = wide_scale[brightest]
     assert blue >= 128
     assert red <= 30
+
+
+@pytest.mark.parametrize("name", RECONSTRUCTION_MODELS)
+def test_whole_tile_view_excludes_padding(models, tiles, name):
+    """A 150 px tile is padded to 160 px for the network; the score covers the tile only."""
+    from gastricvision.reconstruction import l1_error_map, reconstruct, reconstruction_plan, view_scores
+    from gastricvision.preprocessing import to_float_tensor
+
+    model = models[name]
+    tile = np.ascontiguousarray(tiles[160][:150, :150])
+    plan = reconstruction_plan(tile, tile_size=model.manifest.tile_size, input_size=model.manifest.input_size)
+    assert plan.whole
+    assert plan.views.shape == (1, 160, 160, 3)
+
+    images = to_float_tensor(plan.views)
+    with torch.no_grad():
+        errors = l1_error_map(images, reconstruct(model.module, images))
+    expected = float(errors[0, :150, :150].mean())
+    assert float(view_scores(errors, plan)[0]) == pytest.approx(expected, rel=1e-6)
+    assert reconstruction_maps(model, tile).score == pytest.approx(expected, rel=1e-4)

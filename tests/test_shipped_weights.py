@@ -59,7 +59,9 @@ def evaluate(name: str) -> dict:
 def test_evaluate_reproduces_classifier_metrics(name):
     report = evaluate(name)
     for key in ("count", "accuracy", "balanced_accuracy", "macro_f1", "auroc", "ece_after_temperature"):
-        assert report["report"][key] == pytest.approx(report["manifest"][key], abs=1e-9), key
+        # The temperature is fitted in float32, whose last digits differ between CPUs.
+        tolerance = 1e-5 if key in ("auroc", "ece_after_temperature") else 1e-9
+        assert report["report"][key] == pytest.approx(report["manifest"][key], abs=tolerance), key
     assert report["report"]["confusion_matrix"] == report["manifest"]["confusion_matrix"]
 
 

@@ -62,7 +62,9 @@ def test_evaluate_reproduces_manifest(binary_run, tmp_path):
     assert completed.returncode == 0, completed.stderr
     report = json.loads(completed.stdout)
     for key in ("accuracy", "balanced_accuracy", "macro_f1", "ece_after_temperature"):
-        assert report["report"][key] == pytest.approx(report["manifest"][key], abs=1e-9), key
+        # The temperature is fitted in float32, whose last digits differ between CPUs.
+        tolerance = 1e-5 if key in ("auroc", "ece_after_temperature") else 1e-9
+        assert report["report"][key] == pytest.approx(report["manifest"][key], abs=tolerance), key
     assert report["report"]["confusion_matrix"] == report["manifest"]["confusion_matrix"]
 
 

@@ -20,6 +20,9 @@ def register(subparsers) -> None:
     parser.add_argument("--data", action="append", metavar="ROOT", help="dataset folder (default: the folders in the manifest); repeatable")
     parser.add_argument("--split", choices=("test", "val", "train", "all"), default="test", help="split to score (default test)")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
+    parser.add_argument("--update-manifest", action="store_true",
+                        help="recompute the manifest's metrics, temperature and anomaly reference on the rebuilt "
+                             "splits and write them (the weights are not changed)")
     add_weights_option(parser)
     parser.set_defaults(handler=run)
 
@@ -31,6 +34,11 @@ def run(args) -> int:
     from ..weights import default_weights_dir, load_model
 
     weights_dir = Path(args.weights) if args.weights else default_weights_dir()
+    if args.update_manifest:
+        from ..training.recipes import remeasure_manifest
+
+        remeasure_manifest(weights_dir / args.model, args.data)
+        print(f"rewrote the metrics in {weights_dir / args.model / 'manifest.json'}")
     loaded = load_model(weights_dir / args.model)
     report = evaluate_loaded(loaded, args.data, split=args.split)
     recorded = loaded.manifest.metrics.get(args.split, {}) if args.split in ("test", "val") else {}

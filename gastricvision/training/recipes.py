@@ -433,6 +433,31 @@ def finish_export(export_dir: Path, crops: dict, args, *, half: bool) -> dict:
     return {"metrics": manifest.metrics, "temperature": manifest.temperature, "export": str(export_dir)}
 
 
+def remeasure_manifest(folder: str | Path, roots: list[str] | None = None) -> dict:
+    """Recompute the metrics (and temperature, anomaly reference) of a weights folder.
+
+    The split is rebuilt from the manifest as ``gastricvision evaluate`` does; the weights
+    are not changed, only ``manifest.json``. Use it after a change to how tiles are
+    scored, so that the manifest describes what the predictor now returns.
+    """
+    from ..evaluation import rebuild_split
+
+    folder = Path(folder)
+    loaded = load_model(folder)
+    manifest = loaded.manifest
+    training = dict(manifest.training)
+    training.setdefault("tile_size", manifest.tile_size)
+    crops = rebuild_split(training, roots)
+    metrics = _measure(loaded, crops)
+    manifest.metrics = metrics["metrics"]
+    manifest.temperature = metrics["temperature"]
+    manifest.anomaly_reference = metrics.get("anomaly_reference", {})
+    manifest.training["remeasured"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    write_manifest(manifest, folder)
+    logger.info("Rewrote the metrics of %s", folder)
+    return manifest.metrics
+
+
 # Training crops scored for the anomaly reference. Evenly spaced over the sorted training
 # crops, 1,000 place the percentiles within about 1.5 points and keep the export of a
 # U-Net (four masked passes per crop) to minutes on a CPU.
