@@ -14,6 +14,7 @@ random weights. These are the figures the app's review and teaching pages show.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from gastricvision.explain import compute_cam, faithfulness, randomisation_check
@@ -40,9 +41,10 @@ def main(argv=None) -> int:
             cam = compute_cam(model, image, method=args.method)
             road = faithfulness(model, image, cam)
             sanity = randomisation_check(model, image, method=args.method)
+            correlation = "undefined (a map is flat)" if math.isnan(sanity.rank_correlation) else f"{sanity.rank_correlation:.2f}"
             print(
                 f"{image.name} | {name} | {cam.predicted_class} ({cam.target_probability:.2f}) | {road.score:.3f} | "
-                f"{road.random_baseline:.3f} | {'yes' if road.better_than_random else 'no'} | {sanity.rank_correlation:.2f}"
+                f"{road.random_baseline:.3f} | {'yes' if road.better_than_random else 'no'} | {correlation}"
             )
     return 0
 

@@ -353,7 +353,8 @@ class Predictor:
                 outputs[index] = part
         return outputs
 
-    def _forward_chunks(self, model: LoadedModel, batch: torch.Tensor, function, chunk: int = 16) -> torch.Tensor:
+    def _forward_chunks(self, model: LoadedModel, batch: torch.Tensor, function) -> torch.Tensor:
+        chunk = forward_chunk(self.device, batch.shape[-2] * batch.shape[-1])
         return torch.cat([function(model, batch[i : i + chunk]) for i in range(0, len(batch), chunk)])
 
     def _probabilities(self, model: LoadedModel, batch: torch.Tensor) -> torch.Tensor:
@@ -369,7 +370,23 @@ class Predictor:
         def run(model: LoadedModel, part: torch.Tensor) -> torch.Tensor:
             return l1_error_map(part, reconstruct(model.module, part))
 
-        return self._forward_chunks(model, batch, run, chunk=16)
+        return self._forward_chunks(model, batch, run)
+
+
+# Input pixels per forward pass on a CPU: 8 views of 160 px, 4 of 224 px, 16 of 128 px.
+# Larger batches ran slower per view on a 2-core x86 CPU once their activations left the
+# cache (bench/benchmark.py: the tissue model took 11.7 ms per 224 px view in batches of
+# 4 and 24.5 ms in batches of 16).
+CPU_FORWARD_PIXELS = 1 << 18
+GPU_FORWARD_VIEWS = 64
+
+
+def forward_chunk(device: torch.device, pixels_per_view: int) -> int:
+    """Return how many views of ``pixels_per_view`` pixels to run per forward pass."""
+    if device.type != "cpu":
+        return GPU_FORWARD_VIEWS
+    views = max(1, CPU_FORWARD_PIXELS // max(1, pixels_per_view))
+    return 1 << (views.bit_length() - 1)
 
 
 def _result_field(model: LoadedModel) -> str:

@@ -28,10 +28,10 @@ def test_inference_benchmark_prints_targets(random_weights, shared_data, tmp_pat
     completed = subprocess.run(
         [sys.executable, str(REPO / "bench" / "benchmark.py"), "--tiles", str(shared_data / "gashissdb" / "160"),
          "--weights", str(random_weights), "--folder-tiles", "4", "--naive-tiles", "1", "--repeats", "1",
-         "--batch-tiles", "4", "--json", str(record)],
+         "--batch-tiles", "4", "--rounds", "2", "--json", str(record)],
         capture_output=True, text=True, timeout=900,
     )
     assert completed.returncode == 0, completed.stderr
-    for text in ("1. forward passes", "2. review panel", "3. folder scoring", "4. naive baseline", "target >= 0.9", "target <= 1.5", "target >= 5"):
+    for text in ("1. forward passes", "2. review panel", "3. folder scoring", "4. naive baseline", "round 2:", "target >= 0.9", "target <= 1.5", "target >= 5"):
         assert text in completed.stdout, text
     assert record.is_file()
