@@ -20,7 +20,7 @@ import torch
 
 from .errors import GastricVisionError, ImageError, TileWarning
 from .imaging import DEFAULT_LIMITS, ImageLimits, LoadedImage, load_image
-from .models import MODEL_SPECS
+from .models import MODEL_SPECS, fuse_batchnorm
 from .preprocessing import ViewPlan, normalise, plan_views, to_float_tensor
 from .reconstruction import (
     UNUSUAL_PERCENTILE,
@@ -188,6 +188,8 @@ class Predictor:
         self.models: dict[str, LoadedModel] = loaded
         self.unavailable: dict[str, str] = dict(unavailable or {})
         for model in self.models.values():
+            if model.manifest.task == "reconstruction" and not model.module.training:
+                fuse_batchnorm(model.module)
             model.module.to(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------ single tiles

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from gastricvision.errors import WeightsError
-from gastricvision.models import MODEL_SPECS, cam_target_layer_name, create_model
+from gastricvision.models import MODEL_SPECS, cam_target_layer_name, create_model, fuse_batchnorm
 
 # ImageNet-1k class indices 281 to 285 are the domestic cats (tabby ... Egyptian cat).
 CAT_CLASSES = range(281, 286)
@@ -81,3 +81,28 @@ def test_imagenet_unavailable_for_resnet():
 def test_unknown_architecture_rejected():
     with pytest.raises(WeightsError, match=r"Unknown architecture 'not_a_net'"):
         create_model("not_a_net", 2)
+
+
+@pytest.mark.parametrize("architecture", ["conv_autoencoder", "unet"])
+def test_fused_batchnorm_keeps_outputs(architecture):
+    torch.manual_seed(0)
+    model = create_model(architecture)
+    # Running statistics away from 0 and 1, so that folding them changes the weights.
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    inputs = torch.rand(2, model.in_channels if hasattr(model, "in_channels") else 3, 64, 64)
+    with torch.inference_mode():
+        expected = model(inputs)
+        fuse_batchnorm(model)
+        fused = model(inputs)
+
+    assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in model.modules())
+    assert torch.allclose(fused, expected, atol=1e-5)
+
+
+def test_fused_batchnorm_rejects_training_mode():
+    with pytest.raises(ValueError, match="eval mode"):
+        fuse_batchnorm(create_model("unet"))
