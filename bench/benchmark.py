@@ -282,7 +282,7 @@ def main(argv=None) -> int:
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "device": "cpu",
+        "device": "cpu",  # NOTE: the benchmark measures the CPU path only.
         "tile": f"{tiles[0].name} {load_image(tiles[0]).width}x{load_image(tiles[0]).height} px",
     }
     print("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()))
