@@ -239,26 +239,37 @@ def test_review_opacity_reuses_cached_map(app_env, random_weights, normal_tile, 
     import streamlit as st
 
     from gastricvision import explain
+    from gastricvision.inference import Predictor
 
     app_env(random_weights)
     st.cache_data.clear()
     calls = []
+    predictions = []
     original = explain.compute_cam
+    original_predict = Predictor.predict_image
 
     def counting(*args, **kwargs):
         calls.append(kwargs.get("method"))
         return original(*args, **kwargs)
 
+    def counting_predict(self, *args, **kwargs):
+        predictions.append(1)
+        return original_predict(self, *args, **kwargs)
+
     monkeypatch.setattr(explain, "compute_cam", counting)
+    monkeypatch.setattr(Predictor, "predict_image", counting_predict)
     at = start("views/review.py")
     at.file_uploader(key="review_uploads").set_value(("normal.png", normal_tile.read_bytes(), "image/png")).run()
     assert_clean(at)
     assert calls == ["gradcam", "gradcam"]
+    assert len(predictions) == 1
 
     at.slider(key="review_cam_opacity").set_value(0.9).run()
     at.selectbox(key="review_cam_colormap").set_value("viridis").run()
+    at.slider(key="gv_band_slider").set_value((0.2, 0.8)).run()
     assert_clean(at)
     assert calls == ["gradcam", "gradcam"]
+    assert len(predictions) == 1
 
     at.selectbox(key="review_cam_method").set_value("eigencam").run()
     assert_clean(at)
