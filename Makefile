@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 PORT ?= 8501
+# Loopback only by default; ADDRESS=0.0.0.0 serves the app to other machines (a class).
+ADDRESS ?= 127.0.0.1
 
 .PHONY: app test env clean-env
 
@@ -18,7 +20,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 app: $(STAMP)
 	@if [ -f app/Home.py ]; then \
-		$(VENV)/bin/streamlit run app/Home.py --server.port $(PORT); \
+		$(VENV)/bin/streamlit run app/Home.py --server.port $(PORT) --server.address $(ADDRESS); \
 	else \
 		echo "The app is not there yet (app/Home.py is missing); use the gastricvision command meanwhile."; \
 	fi

@@ -139,17 +139,18 @@ def tile_checks(image: LoadedImage) -> list[TileWarning]:
     notes: list[TileWarning] = []
     small = array[:: max(1, array.shape[0] // 256), :: max(1, array.shape[1] // 256)].astype(np.int16)
     brightness = small.mean(axis=2)
-    background = float((brightness > 220).mean())
-    if background > 0.8:
+    saturation = small.max(axis=2) - small.min(axis=2)
+    # Pale stroma is bright too, but keeps some eosin colour; empty glass is grey-white.
+    background = float(((brightness > 220) & (saturation < 15)).mean())
+    if background > 0.9:
         notes.append(
             TileWarning(
                 "mostly_background",
-                f"{image.name}: {background:.0%} of the tile is near-white background; "
-                "the predictions are not meaningful for empty glass.",
+                f"{image.name}: {background:.0%} of the tile is unstained near-white background; "
+                "if it is empty glass, the predictions mean nothing.",
             )
         )
-    saturation = small.max(axis=2) - small.min(axis=2)
-    if float(saturation.mean()) < 8 and background <= 0.8:
+    if float(saturation.mean()) < 8 and background <= 0.9:
         notes.append(
             TileWarning(
                 "greyscale",
@@ -251,7 +252,7 @@ class Predictor:
             try:
                 return self.load(source, name=display)
             except ImageError as exc:
-                logger.warning("Rejected %s: %s", display, exc)
+                logger.info("Rejected %s: %s", display, exc)
                 return TileResult(name=display, error=str(exc))
 
         done = 0

@@ -24,6 +24,7 @@ from .weights import Manifest
 __all__ = [
     "ModelCard",
     "is_stand_in",
+    "ordinal",
     "model_card",
     "training_data_note",
     "training_folder_overlap",
@@ -40,6 +41,16 @@ HEADLINE_METRICS = (
     ("auroc", "AUROC"),
     ("ece", "ECE (calibration error)"),
 )
+
+
+def ordinal(number: float) -> str:
+    """Return a rounded number with its English ordinal suffix: 1st, 2nd, 3rd, 11th, 62nd."""
+    value = int(round(number))
+    if value % 100 in (11, 12, 13):
+        suffix = "th"
+    else:
+        suffix = {1: "st", 2: "nd", 3: "rd"}.get(value % 10, "th")
+    return f"{value}{suffix}"
 
 
 def uses_task_datasets(training: dict[str, Any]) -> bool:

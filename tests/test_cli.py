@@ -109,3 +109,14 @@ def test_data_split_writes_csv(shared_data, tmp_path, capsys):
     assert rows[0] == "root,path,label,split"
     assert len(rows) == 1 + 87
     assert not any(",BACK," in row or ",NORM," in row for row in rows)
+
+
+@pytest.mark.parametrize(
+    "number, expected",
+    [(1, "1st"), (2, "2nd"), (3, "3rd"), (4, "4th"), (11, "11th"), (12, "12th"), (13, "13th"), (21, "21st"),
+     (62.4, "62nd"), (71, "71st"), (100, "100th"), (0, "0th")],
+)
+def test_ordinal_suffixes(number, expected):
+    from gastricvision.modelcards import ordinal
+
+    assert ordinal(number) == expected

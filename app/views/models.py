@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from gastricvision.modelcards import ModelCard, model_card
+from gastricvision.modelcards import ModelCard, model_card, ordinal
 from gastricvision.models import MODEL_SPECS
 from ui import charts
 from ui.boundary import guard
@@ -89,7 +89,7 @@ def metrics(card: ModelCard) -> None:
         if percentiles:
             st.caption(
                 "Anomaly score percentiles of the training tiles: "
-                + ", ".join(f"{p}th {value:.4f}" for p, value in percentiles.items())
+                + ", ".join(f"{ordinal(float(p))} {value:.4f}" for p, value in percentiles.items())
             )
 
 
@@ -101,7 +101,9 @@ def card_view(card: ModelCard) -> None:
         if not card.available:
             unavailable_card(card)
             return
-        if card.stand_in:
+        if card.stand_in and str(card.data_note).lower().startswith("stand-in"):
+            st.warning(card.data_note)
+        elif card.stand_in:
             st.warning(f"**Stand-in training data.** {card.data_note}")
         elif card.data_note:
             st.info(f"**Training data.** {card.data_note}")

@@ -21,6 +21,7 @@ from gastricvision.datasets import BINARY_CLASSES, TISSUE_CLASSES
 from gastricvision.errors import GastricVisionError, ImageError, TileWarning
 from gastricvision.imaging import DEFAULT_LIMITS, LoadedImage
 from gastricvision.inference import TileResult
+from gastricvision.modelcards import is_stand_in
 from gastricvision.reconstruction import ReconstructionMaps, error_overlay
 from gastricvision.review import (
     ABNORMAL,
@@ -371,6 +372,13 @@ def main() -> None:
     result = compute.predict(model_set.signature, tile.image.sha256, tile.image.name, model_set, tile.image)
     if not result.ok:
         raise GastricVisionError(result.error or f"{tile.image.name} could not be scored.")
+
+    stand_ins = [name for name, model in model_set.loaded.items() if is_stand_in(model.manifest)]
+    if stand_ins:
+        st.caption(
+            f"**Stand-in weights:** {', '.join(stand_ins)} were trained on stand-in data, not GasHisSDB "
+            "or GCHTID, so their outputs say little about gastric tissue (see the Models page)."
+        )
 
     columns = st.columns([1.1, 1, 1.2], gap="large")
     with columns[0]:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import EXIT_BAD_INPUT, EXIT_OK
+from ..modelcards import ordinal
 from .common import add_weights_option, expand_paths, print_error
 
 
@@ -186,7 +187,7 @@ def _explain_reconstruction(model, image, out: Path, stem: str, args) -> None:
     Image.fromarray(colour).save(paths["l1_overlay"])
 
     percentile = (
-        f" ({maps.percentile:.0f}th percentile of training tiles)" if maps.percentile is not None else ""
+        f" ({ordinal(maps.percentile)} percentile of training tiles)" if maps.percentile is not None else ""
     )
     flag = ", unusual" if maps.unusual else ""
     print(f"  {model.name} error {maps.score:.4f}{percentile}{flag}")

@@ -56,4 +56,7 @@ def run(args) -> int:
             f"{manifest['tile_size']} px tiles, input {manifest['input_size']} px | sha256 {manifest['sha256'][:12]}"
         )
         print(f"{'':<12} trained on {data}" + (f" | test {headline}" if headline else ""))
+        note = training.get("data_note")
+        if note:
+            print(f"{'':<12} note: {note}")
     return 0

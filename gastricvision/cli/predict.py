@@ -6,6 +6,7 @@ import json
 import sys
 
 from . import EXIT_BAD_INPUT, EXIT_OK
+from ..modelcards import is_stand_in, ordinal
 from .common import add_weights_option, expand_paths, print_error
 
 
@@ -34,6 +35,13 @@ def run(args) -> int:
     predictor = Predictor(args.weights, models)
     for name, reason in predictor.unavailable.items():
         print(f"note: model {name} not available: {reason}", file=sys.stderr)
+    stand_ins = [name for name, model in predictor.models.items() if is_stand_in(model.manifest)]
+    if stand_ins:
+        print(
+            f"note: {', '.join(stand_ins)} were trained on stand-in data, not GasHisSDB or GCHTID; "
+            "their outputs say little about gastric tissue (gastricvision info shows the data).",
+            file=sys.stderr,
+        )
 
     status = EXIT_BAD_INPUT if problems else EXIT_OK
     for result in predictor.predict_many(files, batch_tiles=args.batch_tiles):
@@ -60,7 +68,7 @@ def format_result(result) -> str:
         top = sorted(result.tissue.probabilities.items(), key=lambda kv: -kv[1])[:3]
         lines.append("  tissue       " + ", ".join(f"{name} {p:.2f}" for name, p in top))
     for name, output in result.reconstruction.items():
-        percentile = f" ({output.percentile:.0f}th percentile of training tiles)" if output.percentile is not None else ""
+        percentile = f" ({ordinal(output.percentile)} percentile of training tiles)" if output.percentile is not None else ""
         lines.append(f"  {name:<12} error {output.error:.4f}{percentile}")
     for warning in result.warnings:
         lines.append(f"  warning [{warning.code}]: {warning.message}")
