@@ -92,9 +92,15 @@ def test_info_lists_models(random_weights, capsys, monkeypatch):
 
 
 def test_data_verify_prints_published_totals(shared_data, capsys):
-    assert main(["data", "verify", str(shared_data / "gashissdb")]) == 0
+    assert main(["data", "verify", str(shared_data / "gashissdb")]) == 2
     output = capsys.readouterr().out
     assert "Normal           7 of  20,160" in output
+    assert "INCOMPLETE" in output
+
+
+def test_data_verify_class_folders_exit_0(shared_data, capsys):
+    assert main(["data", "verify", str(shared_data / "lc25000")]) == 0
+    assert "class-folders layout" in capsys.readouterr().out
 
 
 def test_data_verify_bad_folder_exit_2(tmp_path, capsys):

@@ -77,7 +77,10 @@ def run_verify(args) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print("\n".join(report.lines()))
-    return EXIT_BAD_INPUT if report.unreadable else EXIT_OK
+    # A known dataset whose counts differ from the published totals is an incomplete
+    # download, so scripts can stop on it; a plain class-folder set has no totals.
+    incomplete = report.expected is not None and not report.complete
+    return EXIT_BAD_INPUT if report.unreadable or incomplete else EXIT_OK
 
 
 def run_download(args) -> int:
