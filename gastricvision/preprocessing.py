@@ -184,6 +184,11 @@ def stitch(
 
     Overlapping crops are averaged. The result is resized from the working image to the
     tile's own size with bilinear interpolation.
+
+    NOTE: the average weighs every pixel of a crop alike, so where the maps of
+    neighbouring crops disagree (class activation maps of separate crops often do), the
+    stitched map shows the crop borders as hard edges. A window that fades each crop
+    towards its border would blend them.
     """
     maps_t = torch.as_tensor(np.asarray(maps) if not isinstance(maps, torch.Tensor) else maps).float()
     squeeze = maps_t.dim() == 3
