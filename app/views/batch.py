@@ -144,7 +144,9 @@ def show_problems(outcome: BatchOutcome) -> None:
             for message in messages[SHOWN_PROBLEMS:]:
                 st.text(message)
     if outcome.skipped:
-        st.warning(f"{len(outcome.skipped)} archive members were not scored; the other files were.")
+        count = len(outcome.skipped)
+        members = "1 archive member was" if count == 1 else f"{count} archive members were"
+        st.warning(f"{members} not scored; the other files were.")
         with st.expander("Members not scored, with the reason"):
             for message in outcome.skipped:
                 st.text(message)
