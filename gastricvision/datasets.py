@@ -52,6 +52,7 @@ __all__ = [
     "make_splits",
     "open_dataset",
     "open_datasets",
+    "size_folder_tile_size",
     "parse_class_map",
     "save_splits",
     "verify_dataset",
@@ -177,6 +178,13 @@ def _size_of_folder(name: str) -> int | None:
         return None
     width, height = match.group(1), match.group(2) or match.group(1)
     return int(width) if width == height else None
+
+
+def size_folder_tile_size(folder: str | os.PathLike) -> int | None:
+    """Return the tile size of a GasHisSDB size folder (``160`` or ``160x160`` with Normal
+    and Abnormal inside), or None for any other folder."""
+    folder = Path(folder)
+    return _size_of_folder(folder.name) if _has_binary_classes(folder) else None
 
 
 def _has_binary_classes(folder: Path) -> bool:

@@ -40,7 +40,7 @@ import urllib3
 
 from . import __version__
 from .archives import ExtractReport, extract_archive, format_size
-from .datasets import PUBLISHED_COUNTS, VerifyReport, _has_binary_classes, _size_of_folder, verify_dataset
+from .datasets import PUBLISHED_COUNTS, VerifyReport, size_folder_tile_size, verify_dataset
 from .errors import DatasetError, DownloadError
 
 __all__ = [
@@ -871,14 +871,12 @@ def verify_download(
     source = DATASET_SOURCES[dataset]
     verification = DownloadVerification()
     sizes = source.published_sizes if source.layout == "gashissdb" else [None]
-    declared = None
-    if source.layout == "gashissdb" and _has_binary_classes(Path(root)):
-        declared = _size_of_folder(Path(root).name)
+    declared = size_folder_tile_size(root) if source.layout == "gashissdb" else None
     for size in sizes:
         if size is not None and declared is not None and size != declared:
             # The root is itself one size folder, so the other sub-databases are missing.
             verification.problems.append(
-                f"{root}: no {size} px sub-database here; the folder holds only the {declared} px tiles."
+                f"{root}: no {size} px sub-database here; the folder contains only the {declared} px tiles."
             )
             continue
         try:

@@ -93,27 +93,19 @@ def reconstruction_scores(
     tile_size: int,
     input_size: int,
     device: torch.device | str = "cpu",
-    batch_size: int = 16,
-    workers: int = 0,
 ) -> np.ndarray:
     """Mean L1 reconstruction error per record (the predictor's anomaly score).
 
     Each record is scored as the predictor scores a tile (usually one whole-tile view, see
     :func:`~gastricvision.reconstruction.reconstruction_plan`), one record at a time.
-    ``batch_size`` and ``workers`` are accepted for symmetry with
-    :func:`classifier_logits` and not used.
     """
-    from .imaging import load_image
+    from .training.data import read_record
 
     module.eval()
     device = torch.device(device)
     scores: list[float] = []
     for record in records:
-        array = load_image(record.path).array
-        if record.crop is not None:
-            left, top, size = record.crop
-            array = np.ascontiguousarray(array[top : top + size, left : left + size])
-        plan = reconstruction_plan(array, tile_size=tile_size, input_size=input_size)
+        plan = reconstruction_plan(read_record(record), tile_size=tile_size, input_size=input_size)
         images = to_float_tensor(plan.views).to(device)
         errors = l1_error_map(images, reconstruct(module, images)).cpu()
         scores.append(float(view_scores(errors, plan).mean()))
@@ -180,7 +172,7 @@ def evaluate_loaded(loaded, roots: Sequence[str] | None = None, *, split: str = 
     module = loaded.module.to(device)
 
     if manifest.task == "reconstruction":
-        scores = reconstruction_scores(module, records, tile_size=manifest.tile_size, input_size=manifest.input_size, device=device, workers=workers)
+        scores = reconstruction_scores(module, records, tile_size=manifest.tile_size, input_size=manifest.input_size, device=device)
         return reconstruction_report(scores, records)
 
     view_logits, labels = classifier_logits(

@@ -133,6 +133,10 @@ class TileResult:
         return data
 
 
+# Share of unstained near-white pixels above which a tile is reported as background.
+BACKGROUND_FRACTION = 0.9
+
+
 def tile_checks(image: LoadedImage) -> list[TileWarning]:
     """Cheap checks that flag a tile unlikely to be usable H&E tissue."""
     array = image.array
@@ -140,9 +144,9 @@ def tile_checks(image: LoadedImage) -> list[TileWarning]:
     small = array[:: max(1, array.shape[0] // 256), :: max(1, array.shape[1] // 256)].astype(np.int16)
     brightness = small.mean(axis=2)
     saturation = small.max(axis=2) - small.min(axis=2)
-    # Pale stroma is bright too, but keeps some eosin colour; empty glass is grey-white.
+    # Pale stroma is bright too but keeps some eosin colour, while empty glass is grey-white.
     background = float(((brightness > 220) & (saturation < 15)).mean())
-    if background > 0.9:
+    if background > BACKGROUND_FRACTION:
         notes.append(
             TileWarning(
                 "mostly_background",
@@ -150,7 +154,7 @@ def tile_checks(image: LoadedImage) -> list[TileWarning]:
                 "if it is empty glass, the predictions mean nothing.",
             )
         )
-    if float(saturation.mean()) < 8 and background <= 0.9:
+    elif float(saturation.mean()) < 8:
         notes.append(
             TileWarning(
                 "greyscale",

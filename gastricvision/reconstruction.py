@@ -142,7 +142,6 @@ def reconstruct(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 def _masked_reconstruction(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-
     masks = inference_masks(*images.shape[-2:]).to(images.device, images.dtype)
     batch = images.shape[0]
     # One forward over N x MASK_PASSES inputs; each pass fills the patches it hid.

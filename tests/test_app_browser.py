@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,30 +22,18 @@ from pathlib import Path
 
 import pytest
 
+from bench import load_app
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+# The load script drives the same Chromium with the same flags and error selectors.
+CHROMIUM = Path(load_app.CHROMIUM)
+CHROMIUM_ARGS = load_app.CHROMIUM_ARGS
+ERROR_SELECTORS = load_app.ERROR_SELECTORS
+free_port = load_app.free_port
 # CPU-only model runs on a shared machine take seconds each; waits are generous.
 RUN_TIMEOUT_MS = 240_000
-ERROR_SELECTORS = ('[data-testid="stAlertContentError"]', '[data-testid="stException"]')
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_health(url: str, process: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:

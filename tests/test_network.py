@@ -266,7 +266,7 @@ def test_commands_reach_no_host(guarded_env, random_weights, gashissdb_tile, sha
             [sys.executable, "-m", "gastricvision", *command],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
         )
-        # The test data holds a few GasHisSDB tiles, so verify reports an incomplete set.
+        # The test data contains a few GasHisSDB tiles, so verify reports an incomplete set.
         expected = 2 if command[:2] == ["data", "verify"] else 0
         assert completed.returncode == expected, (command, completed.stderr[-2000:])
 

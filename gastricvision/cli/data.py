@@ -77,8 +77,8 @@ def run_verify(args) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print("\n".join(report.lines()))
-    # A known dataset whose counts differ from the published totals is an incomplete
-    # download, so scripts can stop on it; a plain class-folder set has no totals.
+    # Counts that differ from the published totals mean an incomplete download, so the
+    # exit status lets scripts stop on it. Plain class folders have no published totals.
     incomplete = report.expected is not None and not report.complete
     return EXIT_BAD_INPUT if report.unreadable or incomplete else EXIT_OK
 

@@ -59,6 +59,15 @@ class ImageCache:
         return array
 
 
+def read_record(record: TileRecord) -> np.ndarray:
+    """Decode the image of ``record`` and cut out its crop, if it has one."""
+    array = load_image(record.path).array
+    if record.crop is not None:
+        left, top, size = record.crop
+        array = array[top : top + size, left : left + size]
+    return np.ascontiguousarray(array)
+
+
 def _crop_record(array: np.ndarray, record: TileRecord, tile: int, rng: np.random.Generator | None) -> np.ndarray:
     """Cut the training crop of ``record``: its grid cell, or a crop of a whole image."""
     height, width = array.shape[:2]
@@ -145,11 +154,7 @@ class EvalTiles(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         record = self.records[index]
-        array = load_image(record.path).array
-        if record.crop is not None:
-            left, top, size = record.crop
-            array = array[top : top + size, left : left + size]
-        plan = plan_views(np.ascontiguousarray(array), tile_size=self.tile_size, input_size=self.input_size)
+        plan = plan_views(read_record(record), tile_size=self.tile_size, input_size=self.input_size)
         views = torch.from_numpy(plan.views).permute(0, 3, 1, 2)
         label = self.class_index.get(record.label, -1) if record.label is not None else -1
         return views, label, index
